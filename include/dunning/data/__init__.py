@@ -1,0 +1,1 @@
+"""Reference tables shipped with the domain core (read through ``importlib.resources``)."""

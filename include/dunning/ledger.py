@@ -1,0 +1,679 @@
+"""The contact ledger: one row per intended contact, the record that makes sending idempotent.
+
+Every contact the planner decides on is written once under a deterministic idempotency key
+(campaign, period, debtor, stage, channel, attempt). Sending moves rows through
+``PLANNED -> CLAIMED -> SUBMITTED -> DELIVERED | UNDELIVERED | EXPIRED | UNKNOWN``; rows that are
+not sent end as ``SUPPRESSED`` (with a reason) or ``FAILED`` (permanent, with a code).
+
+Rules that keep "nothing lost, nothing sent twice" true under Airflow retries:
+
+- A row with a recorded submit response (SUBMITTED or later) is never sent again.
+- Rows are claimed a window at a time, just before they are sent. A CLAIMED row without a
+  response is the only uncertain kind (the worker died between claim and record); a retry
+  resends it, so duplicates are bounded by the window and counted.
+- A transient rejection puts the row back to PLANNED with its error code, to be resent by the
+  task's next try.
+
+The store works on any SQLAlchemy engine: SQLite (embedded default), PostgreSQL, MariaDB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
+
+PLANNED = "PLANNED"
+CLAIMED = "CLAIMED"
+SUBMITTED = "SUBMITTED"
+DELIVERED = "DELIVERED"
+UNDELIVERED = "UNDELIVERED"
+EXPIRED = "EXPIRED"
+UNKNOWN = "UNKNOWN"
+SUPPRESSED = "SUPPRESSED"
+FAILED = "FAILED"
+
+SENDABLE = (PLANNED, CLAIMED)
+FINAL = (DELIVERED, UNDELIVERED, EXPIRED, UNKNOWN, SUPPRESSED, FAILED)
+
+# Receipt ``stat`` values (SMPP 3.4 appendix B) and the part state each one means.
+RECEIPT_STAT_STATE = {
+    "DELIVRD": DELIVERED,
+    "UNDELIV": UNDELIVERED,
+    "REJECTD": UNDELIVERED,
+    "DELETED": UNDELIVERED,
+    "EXPIRED": EXPIRED,
+    "UNKNOWN": UNKNOWN,
+}
+
+LEDGER_COLUMNS = (
+    "idempotency_key",
+    "campaign",
+    "period",
+    "as_of",
+    "debtor_id",
+    "debtor_name",
+    "stage",
+    "channel",
+    "attempt",
+    "phone",
+    "template",
+    "message_text",
+    "parts",
+    "amount",
+    "surcharge",
+    "gateway",
+    "state",
+    "reason",
+    "planned_run_id",
+    "planned_at",
+)
+
+
+def idempotency_key(
+    campaign: str, period: str, debtor_id: str, stage: str, channel: str, attempt: int
+) -> str:
+    """Return the deterministic key of one intended contact.
+
+    :param campaign: campaign name, e.g. ``tax_payment``
+    :param period: the campaign period the contact belongs to, e.g. the tax period ``2026-10``
+    :param debtor_id: the debtor's identifier in the source system
+    :param stage: ladder stage
+    :param channel: ``sms`` or ``voice``
+    :param attempt: attempt number within the stage (1-based)
+    """
+    raw = "|".join((campaign, period, debtor_id, stage, channel, str(attempt)))
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:40]
+
+
+def utcnow() -> datetime:
+    """Return the current UTC time as a naive datetime (how the store keeps timestamps)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """A ledger row as the send step needs it."""
+
+    idempotency_key: str
+    debtor_id: str
+    phone: str
+    message_text: str
+    parts: int
+    state: str
+    send_tries: int
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    """What the gateway answered for one ledger row.
+
+    :param key: the row's idempotency key
+    :param message_ids: normalised message id of each part, in order (empty when rejected)
+    :param error_code: the gateway's error code when rejected, e.g. ``0x0000000B``
+    :param error: human-readable reason when rejected
+    :param permanent: a rejection that a resend cannot fix
+    """
+
+    key: str
+    message_ids: Sequence[str]
+    error_code: str | None = None
+    error: str | None = None
+    permanent: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        return bool(self.message_ids) and self.error_code is None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A delivery receipt reduced to what the ledger needs."""
+
+    message_id: str
+    stat: str
+    err: str | None = None
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _money(value: Decimal | None) -> str | None:
+    # Bound as text: sqlite3 cannot bind Decimal, and text keeps the exact cents everywhere.
+    return None if value is None else str(value)
+
+
+class DunningStore:
+    """The dunning store: contact ledger, message parts, receipts, quarantine, opt-outs.
+
+    :param engine: a SQLAlchemy engine (or a URL string)
+    """
+
+    def __init__(self, engine: sa.Engine | str) -> None:
+        self.engine = sa.create_engine(engine) if isinstance(engine, str) else engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def create_schema(self) -> None:
+        """Create the store's tables when they do not exist (idempotent)."""
+        ddl = resources.files("include.sql").joinpath("dunning_store/schema.sql").read_text("utf-8")
+        with self.engine.begin() as conn:
+            for statement in split_sql(ddl):
+                conn.exec_driver_sql(statement)
+
+    def _insert_ignore(self, table: str, columns: Sequence[str], conflict: Sequence[str]) -> sa.TextClause:
+        cols = ", ".join(columns)
+        binds = ", ".join(f":{c}" for c in columns)
+        if self.dialect == "mysql":
+            # Table and column names come from this module's constants, never from input.
+            return sa.text(f"INSERT IGNORE INTO {table} ({cols}) VALUES ({binds})")  # noqa: S608
+        return sa.text(
+            f"INSERT INTO {table} ({cols}) VALUES ({binds}) ON CONFLICT ({', '.join(conflict)}) DO NOTHING"  # noqa: S608
+        )
+
+    # -- plan -----------------------------------------------------------------------------
+
+    def upsert_planned(self, rows: Iterable[Mapping[str, Any]], *, chunk_size: int = 5000) -> int:
+        """Insert planned contacts; rows whose key already exists are left untouched.
+
+        :param rows: mappings with the ledger columns (see ``LEDGER_COLUMNS``)
+        :return: the number of rows newly inserted
+        """
+        stmt = self._insert_ignore("contact_ledger", LEDGER_COLUMNS, ("idempotency_key",))
+        inserted = 0
+        batch: list[dict[str, Any]] = []
+        with self.engine.begin() as conn:
+            for row in rows:
+                params = {c: row.get(c) for c in LEDGER_COLUMNS}
+                params["amount"] = _money(params["amount"])
+                params["surcharge"] = _money(params["surcharge"])
+                batch.append(params)
+                if len(batch) >= chunk_size:
+                    inserted += self._count_new(conn, stmt, batch)
+                    batch = []
+            if batch:
+                inserted += self._count_new(conn, stmt, batch)
+        return inserted
+
+    @staticmethod
+    def _count_new(conn: sa.Connection, stmt: sa.TextClause, batch: list[dict[str, Any]]) -> int:
+        keys = [b["idempotency_key"] for b in batch]
+        before = conn.execute(
+            sa.text("SELECT COUNT(*) FROM contact_ledger WHERE idempotency_key IN :keys").bindparams(
+                sa.bindparam("keys", expanding=True)
+            ),
+            {"keys": keys},
+        ).scalar_one()
+        conn.execute(stmt, batch)
+        return len(set(keys)) - before
+
+    def supersede_stale(self, campaign: str, as_of: date) -> int:
+        """Suppress rows planned on an earlier day that were never sent.
+
+        Their text (amounts, surcharge) is out of date; today's plan replaces them.
+        """
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.text(
+                    "UPDATE contact_ledger SET state = :suppressed, reason = 'superseded', final_at = :now "
+                    "WHERE campaign = :campaign AND state = :planned AND as_of < :as_of"
+                ),
+                {
+                    "suppressed": SUPPRESSED,
+                    "now": utcnow(),
+                    "campaign": campaign,
+                    "planned": PLANNED,
+                    "as_of": as_of,
+                },
+            )
+        return result.rowcount or 0
+
+    def assign_batches(
+        self,
+        campaign: str,
+        as_of: date,
+        run_id: str,
+        *,
+        batch_size: int = 500,
+        max_batches: int = 1000,
+    ) -> list[str]:
+        """Split today's sendable rows of a campaign into send batches per channel and gateway.
+
+        Rows still PLANNED or CLAIMED from an earlier run of the same day are included, so a
+        failed run's leftovers are sent by the next one. The batch size grows when needed so
+        that there are never more than ``max_batches`` batches (Airflow caps a mapping).
+
+        :return: the batch ids, in send order
+        """
+        with self.engine.begin() as conn:
+            groups = conn.execute(
+                sa.text(
+                    "SELECT channel, gateway, COUNT(*) FROM contact_ledger "
+                    "WHERE campaign = :campaign AND as_of = :as_of AND state IN (:planned, :claimed) "
+                    "GROUP BY channel, gateway ORDER BY channel, gateway"
+                ),
+                {"campaign": campaign, "as_of": as_of, "planned": PLANNED, "claimed": CLAIMED},
+            ).all()
+            total = sum(n for _, _, n in groups)
+            if total == 0:
+                return []
+            size = max(batch_size, -(-total // max(1, max_batches - len(groups))))
+            batch_ids: list[str] = []
+            safe_run = run_id.replace(":", "").replace("+", "")[:80]
+            for channel, gateway, _count in groups:
+                keys = conn.execute(
+                    sa.text(
+                        "SELECT idempotency_key FROM contact_ledger WHERE campaign = :campaign "
+                        "AND as_of = :as_of AND channel = :channel AND gateway = :gateway "
+                        "AND state IN (:planned, :claimed) ORDER BY phone, idempotency_key"
+                    ),
+                    {
+                        "campaign": campaign,
+                        "as_of": as_of,
+                        "channel": channel,
+                        "gateway": gateway,
+                        "planned": PLANNED,
+                        "claimed": CLAIMED,
+                    },
+                ).scalars()
+                keys = list(keys)
+                for n, chunk in enumerate(_chunks(keys, size)):
+                    batch_id = f"{campaign}:{channel}:{gateway}:{safe_run}:{n:04d}"
+                    for part in _chunks(chunk, 900):
+                        conn.execute(
+                            sa.text(
+                                "UPDATE contact_ledger SET batch_id = :batch_id "
+                                "WHERE idempotency_key IN :keys"
+                            ).bindparams(sa.bindparam("keys", expanding=True)),
+                            {"batch_id": batch_id, "keys": list(part)},
+                        )
+                    batch_ids.append(batch_id)
+        return batch_ids
+
+    # -- send -----------------------------------------------------------------------------
+
+    def batch_rows(self, batch_id: str) -> list[LedgerRow]:
+        """Return the rows of a batch that may still be sent (PLANNED or CLAIMED)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT idempotency_key, debtor_id, phone, message_text, parts, state, send_tries "
+                    "FROM contact_ledger WHERE batch_id = :batch_id AND state IN (:planned, :claimed) "
+                    "ORDER BY phone, idempotency_key"
+                ),
+                {"batch_id": batch_id, "planned": PLANNED, "claimed": CLAIMED},
+            ).all()
+        return [LedgerRow(*r) for r in rows]
+
+    def claim(self, keys: Sequence[str], run_id: str) -> int:
+        """Mark rows CLAIMED just before they are sent; return how many were claimable."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.text(
+                    "UPDATE contact_ledger SET state = :claimed, claimed_at = :now, sent_run_id = :run_id, "
+                    "send_tries = send_tries + 1 "
+                    "WHERE idempotency_key IN :keys AND state IN (:planned, :claimed)"
+                ).bindparams(sa.bindparam("keys", expanding=True)),
+                {
+                    "claimed": CLAIMED,
+                    "planned": PLANNED,
+                    "now": utcnow(),
+                    "run_id": run_id,
+                    "keys": list(keys),
+                },
+            )
+        return result.rowcount or 0
+
+    def suppress(self, keys: Sequence[str], reason: str, *, run_id: str) -> int:
+        """Suppress sendable rows with a reason (opted out, paid, ...), on behalf of a run."""
+        if not keys:
+            return 0
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.text(
+                    "UPDATE contact_ledger SET state = :suppressed, reason = :reason, final_at = :now, "
+                    "sent_run_id = :run_id WHERE idempotency_key IN :keys AND state IN (:planned, :claimed)"
+                ).bindparams(sa.bindparam("keys", expanding=True)),
+                {
+                    "suppressed": SUPPRESSED,
+                    "reason": reason,
+                    "run_id": run_id,
+                    "now": utcnow(),
+                    "keys": list(keys),
+                    "planned": PLANNED,
+                    "claimed": CLAIMED,
+                },
+            )
+        return result.rowcount or 0
+
+    def record_submits(self, gateway: str, outcomes: Sequence[SubmitOutcome]) -> dict[str, int]:
+        """Record the gateway's answers for claimed rows, in one transaction.
+
+        Accepted rows become SUBMITTED with one ``message_part`` row per part; permanent
+        rejections become FAILED; transient rejections go back to PLANNED with the code.
+
+        :return: counts of ``submitted``, ``failed`` and ``transient``
+        """
+        now = utcnow()
+        counts = {"submitted": 0, "failed": 0, "transient": 0}
+        submitted = [o for o in outcomes if o.accepted]
+        with self.engine.begin() as conn:
+            if submitted:
+                conn.execute(
+                    sa.text(
+                        "UPDATE contact_ledger SET state = :state, message_ids = :ids, submitted_at = :now, "
+                        "error_code = NULL WHERE idempotency_key = :key AND state = :claimed"
+                    ),
+                    [
+                        {
+                            "state": SUBMITTED,
+                            "ids": ",".join(o.message_ids),
+                            "now": now,
+                            "key": o.key,
+                            "claimed": CLAIMED,
+                        }
+                        for o in submitted
+                    ],
+                )
+                part_stmt = self._insert_ignore(
+                    "message_part",
+                    ("gateway", "message_id", "idempotency_key", "part_no", "state"),
+                    ("gateway", "message_id"),
+                )
+                conn.execute(
+                    part_stmt,
+                    [
+                        {
+                            "gateway": gateway,
+                            "message_id": mid,
+                            "idempotency_key": o.key,
+                            "part_no": n,
+                            "state": SUBMITTED,
+                        }
+                        for o in submitted
+                        for n, mid in enumerate(o.message_ids, start=1)
+                    ],
+                )
+                counts["submitted"] = len(submitted)
+            rejected = [o for o in outcomes if not o.accepted]
+            for outcome in rejected:
+                state = FAILED if outcome.permanent else PLANNED
+                conn.execute(
+                    sa.text(
+                        "UPDATE contact_ledger SET state = :state, error_code = :code, reason = :reason, "
+                        "final_at = :final WHERE idempotency_key = :key AND state = :claimed"
+                    ),
+                    {
+                        "state": state,
+                        "code": outcome.error_code,
+                        "reason": (outcome.error or "")[:200],
+                        "final": now if outcome.permanent else None,
+                        "key": outcome.key,
+                        "claimed": CLAIMED,
+                    },
+                )
+                counts["failed" if outcome.permanent else "transient"] += 1
+        return counts
+
+    # -- receipts -------------------------------------------------------------------------
+
+    def apply_receipts(self, gateway: str, receipts: Sequence[Receipt]) -> dict[str, int]:
+        """Match receipts to message parts and settle the rows whose parts are all known.
+
+        A receipt for an unknown message id is kept in ``receipt_unmatched`` and matched again
+        on every later call, so a receipt that overtakes its submit record is not lost.
+
+        :return: counts of ``matched`` receipts (including earlier unmatched ones matched now),
+            receipts still ``unmatched`` after this call, and ``settled`` rows
+        """
+        now = utcnow()
+        matched = unmatched = 0
+        touched: set[str] = set()
+        with self.engine.begin() as conn:
+            pending = conn.execute(
+                sa.text("SELECT message_id, stat, err FROM receipt_unmatched WHERE gateway = :gateway"),
+                {"gateway": gateway},
+            ).all()
+            candidates = [Receipt(m, s, e) for m, s, e in pending] + list(receipts)
+            for receipt in candidates:
+                state = RECEIPT_STAT_STATE.get(receipt.stat.upper())
+                if state is None:  # ENROUTE / ACCEPTD: intermediate, nothing to settle
+                    continue
+                key = conn.execute(
+                    sa.text(
+                        "SELECT idempotency_key FROM message_part WHERE gateway = :gateway "
+                        "AND message_id = :mid"
+                    ),
+                    {"gateway": gateway, "mid": receipt.message_id},
+                ).scalar_one_or_none()
+                if key is None:
+                    unmatched += 1
+                    conn.execute(
+                        self._insert_ignore(
+                            "receipt_unmatched",
+                            ("gateway", "message_id", "stat", "err", "received_at"),
+                            ("gateway", "message_id"),
+                        ),
+                        {
+                            "gateway": gateway,
+                            "message_id": receipt.message_id,
+                            "stat": receipt.stat.upper(),
+                            "err": receipt.err,
+                            "received_at": now,
+                        },
+                    )
+                    continue
+                matched += 1
+                touched.add(key)
+                conn.execute(
+                    sa.text(
+                        "UPDATE message_part SET state = :state, stat = :stat, err = :err, receipt_at = :now "
+                        "WHERE gateway = :gateway AND message_id = :mid"
+                    ),
+                    {
+                        "state": state,
+                        "stat": receipt.stat.upper(),
+                        "err": receipt.err,
+                        "now": now,
+                        "gateway": gateway,
+                        "mid": receipt.message_id,
+                    },
+                )
+                conn.execute(
+                    sa.text("DELETE FROM receipt_unmatched WHERE gateway = :gateway AND message_id = :mid"),
+                    {"gateway": gateway, "mid": receipt.message_id},
+                )
+            settled = self._settle(conn, sorted(touched), now)
+        return {"matched": matched, "unmatched": unmatched, "settled": settled}
+
+    @staticmethod
+    def _settle(conn: sa.Connection, keys: Sequence[str], now: datetime) -> int:
+        """Set each row's state from its parts: DELIVERED only when every part is."""
+        settled = 0
+        for chunk in _chunks(list(keys), 900):
+            parts = conn.execute(
+                sa.text(
+                    "SELECT idempotency_key, state FROM message_part WHERE idempotency_key IN :keys"
+                ).bindparams(sa.bindparam("keys", expanding=True)),
+                {"keys": list(chunk)},
+            ).all()
+            by_key: dict[str, list[str]] = {}
+            for key, state in parts:
+                by_key.setdefault(key, []).append(state)
+            for key, states in by_key.items():
+                final = row_state_from_parts(states)
+                if final is None:
+                    continue
+                result = conn.execute(
+                    sa.text(
+                        "UPDATE contact_ledger SET state = :state, final_at = :now "
+                        "WHERE idempotency_key = :key AND state IN (:submitted, :unknown)"
+                    ),
+                    {"state": final, "now": now, "key": key, "submitted": SUBMITTED, "unknown": UNKNOWN},
+                )
+                settled += result.rowcount or 0
+        return settled
+
+    def outstanding_parts(self, gateway: str) -> int:
+        """Return how many submitted parts on a gateway still wait for a receipt."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.text("SELECT COUNT(*) FROM message_part WHERE gateway = :gateway AND state = :submitted"),
+                {"gateway": gateway, "submitted": SUBMITTED},
+            ).scalar_one()
+
+    def expire_unknown(self, older_than: datetime) -> int:
+        """Turn rows submitted before ``older_than`` that never got a receipt into UNKNOWN."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.text(
+                    "UPDATE contact_ledger SET state = :unknown, reason = 'no receipt within validity', "
+                    "final_at = :now WHERE state = :submitted AND submitted_at < :cutoff"
+                ),
+                {"unknown": UNKNOWN, "now": utcnow(), "submitted": SUBMITTED, "cutoff": older_than},
+            )
+        return result.rowcount or 0
+
+    # -- inbound and opt-outs -------------------------------------------------------------
+
+    def add_opt_out(self, phone: str, reason: str) -> None:
+        """Put a number on the opt-out list (idempotent)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._insert_ignore("opt_out", ("phone", "reason", "created_at"), ("phone",)),
+                {"phone": phone, "reason": reason, "created_at": utcnow()},
+            )
+
+    def opted_out(self, phones: Iterable[str]) -> set[str]:
+        """Return which of the numbers are on the opt-out list."""
+        phones = list(set(phones))
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for chunk in _chunks(phones, 900):
+                found.update(
+                    conn.execute(
+                        sa.text("SELECT phone FROM opt_out WHERE phone IN :phones").bindparams(
+                            sa.bindparam("phones", expanding=True)
+                        ),
+                        {"phones": list(chunk)},
+                    ).scalars()
+                )
+        return found
+
+    def record_inbound(self, gateway: str, source: str, destination: str | None, text: str) -> None:
+        """Store a mobile-originated reply."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO inbound_message (gateway, source, destination, message_text, received_at) "
+                    "VALUES (:gateway, :source, :destination, :text, :now)"
+                ),
+                {
+                    "gateway": gateway,
+                    "source": source,
+                    "destination": destination,
+                    "text": text,
+                    "now": utcnow(),
+                },
+            )
+
+    # -- quarantine and run figures -------------------------------------------------------
+
+    def quarantine(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Store rejected source rows with the failed expectation (idempotent per run)."""
+        if not rows:
+            return 0
+        columns = (
+            "run_id",
+            "source",
+            "record_key",
+            "field",
+            "expectation",
+            "bad_value",
+            "reason",
+            "quarantined_at",
+        )
+        now = utcnow()
+        stmt = self._insert_ignore(
+            "quarantine", columns, ("run_id", "source", "record_key", "field", "expectation")
+        )
+        with self.engine.begin() as conn:
+            for chunk in _chunks(list(rows), 5000):
+                conn.execute(stmt, [{**{c: r.get(c) for c in columns}, "quarantined_at": now} for r in chunk])
+        return len(rows)
+
+    def ledger_counts(
+        self, *, planned_run_id: str | None = None, sent_run_id: str | None = None
+    ) -> dict[str, int]:
+        """Count ledger rows by state, for rows planned or sent by one run."""
+        if (planned_run_id is None) == (sent_run_id is None):
+            raise ValueError("give exactly one of planned_run_id and sent_run_id")
+        column = "planned_run_id" if planned_run_id is not None else "sent_run_id"
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(f"SELECT state, COUNT(*) FROM contact_ledger WHERE {column} = :run GROUP BY state"),  # noqa: S608
+                {"run": planned_run_id or sent_run_id},
+            ).all()
+        return {state: n for state, n in rows}
+
+    def save_run(self, figures: Mapping[str, Any]) -> None:
+        """Write (or rewrite) one run's figures into ``dunning_run``."""
+        columns = (
+            "run_id", "dag_id", "as_of", "extracted", "quarantined", "planned", "suppressed",
+            "submitted", "failed", "delivered", "undelivered", "pending", "report_path", "finished_at",
+        )  # fmt: skip
+        params = {c: figures.get(c) for c in columns}
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.text("DELETE FROM dunning_run WHERE dag_id = :dag_id AND run_id = :run_id"),
+                {"dag_id": params["dag_id"], "run_id": params["run_id"]},
+            )
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO dunning_run ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"  # noqa: S608
+                ),
+                params,
+            )
+
+
+def row_state_from_parts(states: Sequence[str]) -> str | None:
+    """Return a row's final state from its parts' states, or None while it is still open.
+
+    A multipart message is DELIVERED only when every part is; one undelivered part makes the
+    whole message UNDELIVERED, one expired part EXPIRED.
+    """
+    if UNDELIVERED in states:
+        return UNDELIVERED
+    if EXPIRED in states:
+        return EXPIRED
+    if all(s == DELIVERED for s in states):
+        return DELIVERED
+    if SUBMITTED in states:
+        return None
+    return UNKNOWN
+
+
+def split_sql(script: str) -> list[str]:
+    """Split a DDL script into statements, dropping ``--`` comments and blanks."""
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def validity_cutoff(now: datetime, validity_minutes: int) -> datetime:
+    """Return the submit time before which a row without a receipt counts as UNKNOWN."""
+    return now - timedelta(minutes=validity_minutes)

@@ -1,0 +1,196 @@
+"""The planner: who is contacted, on which channel, with which words, under which key.
+
+Pure domain logic: it takes validated debtor records and the as-of date and yields contact
+ledger rows. It never reads the clock; the run's as-of date is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from include.dunning import fees, ledger, templates
+from include.dunning.money import to_money
+
+TAX_PAYMENT_VARIABLES = (
+    "signature",
+    "name",
+    "period",
+    "tax_type",
+    "principal",
+    "deadline",
+    "as_of",
+    "surcharge",
+    "count",
+)
+
+
+@dataclass(frozen=True)
+class TaxPaymentCampaign:
+    """Settings of the tax payment-dunning campaign (after the payment deadline).
+
+    :param signature: the 【signature】 text, e.g. the bureau's short name
+    :param gateway: the SMS gateway (Airflow connection id) the contacts go out through
+    :param template: the message template under ``include/templates``
+    :param max_parts: the most SMS parts a message may take
+    """
+
+    signature: str = "示范市税务"
+    gateway: str = "smpp_default"
+    template: str = "sms/tax/payment_overdue.j2"
+    max_parts: int = 4
+    campaign: str = "tax_payment"
+    stage: str = "payment_overdue"
+    channel: str = "sms"
+
+    def lint(self) -> None:
+        """Refuse to plan with a template that would send something wrong."""
+        templates.lint_template(
+            self.template,
+            allowed_variables=TAX_PAYMENT_VARIABLES,
+            sample={
+                "signature": self.signature,
+                "name": "新疆维吾尔自治区乌鲁木齐市天山区某某某某商贸有限责任公司",
+                "period": "2026年12月",
+                "tax_type": "城市维护建设税",
+                "principal": "12,345,678.90",
+                "deadline": "12月15日",
+                "as_of": "12月31日",
+                "surcharge": "1,234,567.89",
+                "count": 9,
+            },
+            max_parts=self.max_parts,
+        )
+
+
+def campaign_week(as_of: date) -> str:
+    """Return the ISO week an as-of date falls in, e.g. ``2026-W47``.
+
+    Payment dunning is weekly (DOMAIN §6): the week is the key's period, so every run in the
+    same week finds the contact already planned and sends nothing twice.
+    """
+    iso = as_of.isocalendar()
+    return f"{iso.year}-W{iso.week:02d}"
+
+
+def _day(d: date) -> str:
+    return f"{d.month}月{d.day}日"
+
+
+def _period(p: str) -> str:
+    year, month = p.split("-")
+    return f"{year}年{int(month)}月"
+
+
+def _amount(value: Decimal) -> str:
+    return f"{value:,.2f}"
+
+
+def plan_tax_payment(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    as_of: date,
+    run_id: str,
+    planned_at: datetime,
+    campaign: TaxPaymentCampaign,
+) -> Iterator[dict[str, Any]]:
+    """Yield one ledger row per taxpayer with overdue tax, listing all their overdue liabilities.
+
+    Each record is one overdue liability with ``taxpayer_id``, ``taxpayer_name``, ``tax_type``,
+    ``period`` (YYYY-MM), ``outstanding``, ``deadline`` and ``mobile_normalized``; records must be
+    grouped (sorted) by taxpayer. The surcharge runs from the day after the deadline to the
+    as-of date inclusive at 0.05% a day on the unpaid tax (DOMAIN §1).
+
+    :param records: validated overdue liabilities, sorted by ``taxpayer_id``
+    :param as_of: the run's as-of date
+    :param run_id: the Airflow run that plans (recorded on new rows)
+    :param planned_at: the timestamp recorded on new rows
+    :param campaign: campaign settings
+    """
+    week = campaign_week(as_of)
+    group: list[Mapping[str, Any]] = []
+    for record in records:
+        if group and record["taxpayer_id"] != group[0]["taxpayer_id"]:
+            yield _tax_payment_row(group, as_of, week, run_id, planned_at, campaign)
+            group = []
+        group.append(record)
+    if group:
+        yield _tax_payment_row(group, as_of, week, run_id, planned_at, campaign)
+
+
+def _tax_payment_row(
+    group: list[Mapping[str, Any]],
+    as_of: date,
+    week: str,
+    run_id: str,
+    planned_at: datetime,
+    campaign: TaxPaymentCampaign,
+) -> dict[str, Any]:
+    first = group[0]
+    principal = sum((_exact_amount(r["outstanding"]) for r in group), Decimal("0"))
+    surcharge = sum(
+        (fees.tax_surcharge(_exact_amount(r["outstanding"]), _as_date(r["deadline"]), as_of) for r in group),
+        Decimal("0"),
+    )
+    earliest = min(_as_date(r["deadline"]) for r in group)
+    text = templates.render(
+        campaign.template,
+        {
+            "signature": campaign.signature,
+            "name": first["taxpayer_name"],
+            "period": _period(first["period"]),
+            "tax_type": first["tax_type"],
+            "principal": _amount(principal),
+            "deadline": _day(earliest),
+            "as_of": _day(as_of),
+            "surcharge": _amount(surcharge),
+            "count": len(group),
+        },
+    )
+    debtor_id = str(first["taxpayer_id"])
+    return {
+        "idempotency_key": ledger.idempotency_key(
+            campaign.campaign, week, debtor_id, campaign.stage, campaign.channel, 1
+        ),
+        "campaign": campaign.campaign,
+        "period": week,
+        "as_of": as_of,
+        "debtor_id": debtor_id,
+        "debtor_name": first["taxpayer_name"],
+        "stage": campaign.stage,
+        "channel": campaign.channel,
+        "attempt": 1,
+        "phone": first["mobile_normalized"],
+        "template": campaign.template,
+        "message_text": text,
+        "parts": templates.sms_parts(text),
+        "amount": principal,
+        "surcharge": surcharge,
+        "gateway": campaign.gateway,
+        "state": ledger.PLANNED,
+        "reason": None,
+        "planned_run_id": run_id,
+        "planned_at": planned_at,
+    }
+
+
+def _exact_amount(value: Any) -> Decimal:
+    """Return a source amount as an exact Decimal.
+
+    SQLite hands NUMERIC(14,2) columns back as floats; their shortest repr is the two-decimal
+    value that was stored, so it converts exactly. Other engines deliver Decimal already.
+    """
+    if isinstance(value, float):
+        return to_money(repr(value))
+    return to_money(value)
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])

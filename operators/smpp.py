@@ -1,0 +1,227 @@
+"""Send planned SMS through an SMPP gateway, and collect what the network says happened."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from operators.common import DEFAULT_STORE_CONN_ID, dunning_store
+
+if TYPE_CHECKING:
+    from hooks.smpp import SmppHook
+
+
+class SmppSendOperator(BaseOperator):
+    """Send one batch of the contact ledger through an SMPP gateway, idempotently.
+
+    Mapped over the batches the plan made; a pool per gateway caps concurrent binds. Rows are
+    claimed a window at a time just before they are submitted and their responses recorded
+    right after, so a retry never resubmits a row with a recorded response; only rows in
+    flight when a worker died (at most one window) can go out twice, and they are counted in
+    the log. Eligibility is checked again right before sending (opt-outs since the plan).
+
+    :param batch_id: the batch to send (templated; from the plan's XCom when mapped)
+    :param smpp_conn_id: Airflow connection of the gateway
+    :param store_conn_id: Airflow connection of the dunning store
+    :param claim_size: rows claimed per step; defaults to the connection's window
+    """
+
+    template_fields: Sequence[str] = ("batch_id",)
+    ui_color = "#fbe9e7"
+
+    def __init__(
+        self,
+        *,
+        batch_id: str,
+        smpp_conn_id: str = "smpp_default",
+        store_conn_id: str = DEFAULT_STORE_CONN_ID,
+        claim_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.batch_id = batch_id
+        self.smpp_conn_id = smpp_conn_id
+        self.store_conn_id = store_conn_id
+        self.claim_size = claim_size
+        self._hook: SmppHook | None = None
+
+    def execute(self, context: Any) -> dict[str, int]:
+        from hooks.smpp import OutboundSms, SmppBindError, SmppHook, SmppTransportError
+        from include.dunning.ledger import CLAIMED, SubmitOutcome
+
+        run_id = context["run_id"]
+        store = dunning_store(self.store_conn_id)
+        rows = store.batch_rows(self.batch_id)
+        counts = {"submitted": 0, "failed": 0, "transient": 0, "suppressed": 0, "resent_uncertain": 0}
+        if not rows:
+            self.log.info("batch %s: nothing left to send", self.batch_id)
+            return counts
+        uncertain = sum(1 for r in rows if r.state == CLAIMED)
+        if uncertain:
+            self.log.warning(
+                "batch %s: %d rows were claimed by an earlier try with no recorded response; "
+                "resending them (they may arrive twice)",
+                self.batch_id,
+                uncertain,
+            )
+            counts["resent_uncertain"] = uncertain
+        opted = store.opted_out(r.phone for r in rows)
+        if opted:
+            keys = [r.idempotency_key for r in rows if r.phone in opted]
+            counts["suppressed"] = store.suppress(keys, "opted_out", run_id=run_id)
+            rows = [r for r in rows if r.phone not in opted]
+            self.log.info(
+                "batch %s: %d rows suppressed, number opted out since planning", self.batch_id, len(keys)
+            )
+
+        self._hook = SmppHook(self.smpp_conn_id, bind_mode="transmitter")
+        try:
+            with self._hook as hook:
+                step = self.claim_size or hook.window
+                for start in range(0, len(rows), step):
+                    chunk = rows[start : start + step]
+                    store.claim([r.idempotency_key for r in chunk], run_id)
+                    results = hook.submit_batch(
+                        [
+                            OutboundSms(key=r.idempotency_key, destination=r.phone, text=r.message_text)
+                            for r in chunk
+                        ]
+                    )
+                    outcomes = [
+                        SubmitOutcome(
+                            key=res.key,
+                            message_ids=res.message_ids if res.command_status == 0 else [],
+                            error_code=None if res.command_status == 0 else f"0x{res.command_status:08X}",
+                            error=res.error,
+                            permanent=res.permanent,
+                        )
+                        for res in results
+                    ]
+                    for name, n in store.record_submits(self.smpp_conn_id, outcomes).items():
+                        counts[name] += n
+                    self.log.info(
+                        "batch %s: %d/%d rows answered (%d submitted, %d failed)",
+                        self.batch_id, start + len(chunk), len(rows), counts["submitted"], counts["failed"],
+                    )  # fmt: skip
+        except SmppBindError as exc:
+            raise AirflowFailException(f"gateway {self.smpp_conn_id!r} refused the bind: {exc}") from None
+        except SmppTransportError as exc:
+            raise AirflowException(
+                f"gateway {self.smpp_conn_id!r}: {exc}; {counts['submitted']} rows submitted before, "
+                "the rest stay in the ledger for the retry"
+            ) from None
+        finally:
+            self._hook = None
+        if counts["transient"]:
+            raise AirflowException(
+                f"batch {self.batch_id}: {counts['transient']} rows got a transient rejection; "
+                "they are back to PLANNED and the next try resends them"
+            )
+        return counts
+
+    def on_kill(self) -> None:
+        if self._hook is not None:
+            self._hook.close()
+
+
+class SmppCollectReceiptsOperator(BaseOperator):
+    """Collect delivery receipts and replies from a gateway into the ledger.
+
+    Binds as a receiver and reads until every outstanding part has a receipt, the gateway has
+    been silent for ``idle_seconds``, or ``max_wait_seconds`` pass. Multipart messages become
+    DELIVERED only when every part is; receipts for unknown message ids are kept for later
+    matching; replies are stored and opt-out words (TD, T, N, R, 退订) put the number on the
+    opt-out list. Rows with no receipt after the validity period become UNKNOWN.
+
+    :param smpp_conn_id: Airflow connection of the gateway
+    :param store_conn_id: Airflow connection of the dunning store
+    :param max_wait_seconds: longest time to wait for receipts (templated)
+    :param idle_seconds: stop after this long without any PDU (templated)
+    :param validity_minutes: receipts awaited this long before a row counts as UNKNOWN
+    """
+
+    template_fields: Sequence[str] = ("max_wait_seconds", "idle_seconds")
+    ui_color = "#ede7f6"
+
+    def __init__(
+        self,
+        *,
+        smpp_conn_id: str = "smpp_default",
+        store_conn_id: str = DEFAULT_STORE_CONN_ID,
+        max_wait_seconds: float | str = 60,
+        idle_seconds: float | str = 5,
+        validity_minutes: int = 2 * 24 * 60,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.smpp_conn_id = smpp_conn_id
+        self.store_conn_id = store_conn_id
+        self.max_wait_seconds = max_wait_seconds
+        self.idle_seconds = idle_seconds
+        self.validity_minutes = validity_minutes
+        self._hook: SmppHook | None = None
+
+    def execute(self, context: Any) -> dict[str, int]:
+        from hooks.smpp import SmppBindError, SmppHook
+        from include.dunning.ledger import Receipt, utcnow, validity_cutoff
+        from include.dunning.phones import mask, normalize_mobile
+        from include.dunning.replies import is_opt_out
+
+        store = dunning_store(self.store_conn_id)
+        gateway = self.smpp_conn_id
+        outstanding = store.outstanding_parts(gateway)
+        self.log.info("%d submitted parts await a receipt on %s", outstanding, gateway)
+        buffer: list[Receipt] = []
+        totals = {"receipts": 0, "matched": 0, "unmatched": 0, "settled": 0, "replies": 0, "opt_outs": 0}
+
+        def flush() -> None:
+            if not buffer:
+                return
+            result = store.apply_receipts(gateway, buffer)
+            totals["matched"] += result["matched"]
+            totals["settled"] += result["settled"]
+            totals["unmatched"] = result["unmatched"]
+            buffer.clear()
+            self.log.info("receipts: %d received, %d matched so far", totals["receipts"], totals["matched"])
+
+        def on_receipt(receipt: Any) -> None:
+            buffer.append(Receipt(receipt.message_id, receipt.stat, receipt.err))
+            totals["receipts"] += 1
+            if len(buffer) >= 500:
+                flush()
+
+        def on_message(message: dict[str, Any]) -> None:
+            source = normalize_mobile(message.get("source") or "") or str(message.get("source") or "")
+            store.record_inbound(gateway, source, message.get("destination"), message.get("text") or "")
+            totals["replies"] += 1
+            if is_opt_out(message.get("text")):
+                store.add_opt_out(source, "reply")
+                totals["opt_outs"] += 1
+                self.log.info("reply from %s asks to stop reminders: added to the opt-out list", mask(source))
+
+        self._hook = SmppHook(self.smpp_conn_id, bind_mode="receiver")
+        try:
+            with self._hook as hook:
+                hook.collect(
+                    on_receipt=on_receipt,
+                    on_message=on_message,
+                    idle_timeout=float(self.idle_seconds),
+                    max_seconds=float(self.max_wait_seconds),
+                    stop_when=lambda: outstanding > 0 and totals["receipts"] >= outstanding,
+                )
+        except SmppBindError as exc:
+            raise AirflowFailException(f"gateway {gateway!r} refused the bind: {exc}") from None
+        finally:
+            self._hook = None
+            flush()
+        totals["unknown"] = store.expire_unknown(validity_cutoff(utcnow(), self.validity_minutes))
+        totals["still_outstanding"] = store.outstanding_parts(gateway)
+        self.log.info("collect done: %s", totals)
+        return totals
+
+    def on_kill(self) -> None:
+        if self._hook is not None:
+            self._hook.close()

@@ -1,0 +1,128 @@
+"""The planner turns overdue liabilities into exactly one correct message per taxpayer."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+
+import pytest
+
+from include.dunning import planner, templates
+from include.dunning.planner import TaxPaymentCampaign
+
+AS_OF = date(2026, 4, 10)
+
+
+def liability(
+    taxpayer_id: str, *, outstanding: str, deadline: str, tax_type: str = "增值税", period: str = "2026-02"
+):
+    return {
+        "taxpayer_id": taxpayer_id,
+        "taxpayer_name": "杭州示例贸易有限公司",
+        "tax_type": tax_type,
+        "period": period,
+        "outstanding": outstanding,
+        "deadline": deadline,
+        "mobile_normalized": "13800138000",
+    }
+
+
+def plan(records, as_of=AS_OF):
+    return list(
+        planner.plan_tax_payment(
+            records,
+            as_of=as_of,
+            run_id="r1",
+            planned_at=datetime(2026, 4, 10, 1),
+            campaign=TaxPaymentCampaign(),
+        )
+    )
+
+
+def test_single_liability_message_has_domain_example_surcharge():
+    # DOMAIN §1: 10,000.00 due 2026-03-16, as of 2026-04-10 -> 25 days -> 125.00
+    (row,) = plan([liability("91330100MA27XXXX1A", outstanding="10000.00", deadline="2026-03-16")])
+    assert row["surcharge"] == Decimal("125.00")
+    assert row["amount"] == Decimal("10000.00")
+    assert row["message_text"] == (
+        "【示范市税务】杭州示例贸易有限公司：您2026年2月增值税10,000.00元已过缴款期限3月16日仍未缴纳，"
+        "截至4月10日滞纳金125.00元（按日万分之五）。请尽快缴纳，已缴请忽略。咨询12366。"
+    )
+    assert row["parts"] == templates.sms_parts(row["message_text"])
+    assert row["state"] == "PLANNED" and row["period"] == "2026-W15"
+
+
+def test_several_liabilities_of_one_taxpayer_become_one_message():
+    rows = plan(
+        [
+            liability("A", outstanding="10000.00", deadline="2026-03-16"),
+            liability("A", outstanding="2000.00", deadline="2026-02-24", tax_type="城市维护建设税"),
+            liability("B", outstanding="300.00", deadline="2026-03-16"),
+        ]
+    )
+    assert [r["debtor_id"] for r in rows] == ["A", "B"]
+    a = rows[0]
+    # 2,000.00 from 2026-02-24 to 2026-04-10 = 45 days -> 45.00; plus 125.00
+    assert a["surcharge"] == Decimal("170.00")
+    assert a["amount"] == Decimal("12000.00")
+    assert "2笔税款合计12,000.00元" in a["message_text"] and "最早2月24日" in a["message_text"]
+
+
+def test_keys_are_stable_within_a_week_and_change_the_next_week():
+    rec = [liability("A", outstanding="100.00", deadline="2026-03-16")]
+    monday, friday, next_monday = date(2026, 4, 6), date(2026, 4, 10), date(2026, 4, 13)
+    assert plan(rec, monday)[0]["idempotency_key"] == plan(rec, friday)[0]["idempotency_key"]
+    assert plan(rec, friday)[0]["idempotency_key"] != plan(rec, next_monday)[0]["idempotency_key"]
+
+
+def test_iso_week_at_year_end():
+    assert planner.campaign_week(date(2026, 12, 31)) == "2026-W53"
+    assert planner.campaign_week(date(2027, 1, 4)) == "2027-W01"
+
+
+def test_default_template_passes_the_lint():
+    TaxPaymentCampaign().lint()
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ("【示范市税务】{{ name }}{{ unknown_thing }}", "unknown variables unknown_thing"),
+        ("{{ name }}：请缴税。", "must start with a signature"),
+        ("【示范市税务】{{ name }}：本短信视为送达。", "must not claim legal service"),
+        ("【示范市税务】" + "欠" * 300, "more than 4"),
+        ("【示范市税务】{% if %}", "payment_overdue.j2:1"),
+    ],
+    ids=["unknown-variable", "no-signature", "legal-claim", "too-long", "syntax-error"],
+)
+def test_lint_refuses_bad_templates_naming_the_file(tmp_path, source, problem):
+    (tmp_path / "sms").mkdir()
+    (tmp_path / "sms" / "payment_overdue.j2").write_text(source, encoding="utf-8")
+    with pytest.raises(templates.TemplateProblem) as err:
+        templates.lint_template(
+            "sms/payment_overdue.j2",
+            allowed_variables=planner.TAX_PAYMENT_VARIABLES,
+            sample={"name": "某公司"},
+            root=tmp_path,
+        )
+    assert problem in str(err.value)
+    assert "payment_overdue.j2" in str(err.value)
+
+
+def test_lint_names_a_missing_template(tmp_path):
+    with pytest.raises(templates.TemplateProblem, match="does not exist"):
+        templates.lint_template("sms/nope.j2", allowed_variables=(), sample={}, root=tmp_path)
+
+
+def test_render_refuses_undefined_variables():
+    import jinja2
+
+    with pytest.raises(jinja2.UndefinedError):
+        templates.render("sms/tax/payment_overdue.j2", {"count": 1})
+
+
+def test_float_amounts_from_sqlite_convert_exactly():
+    (row,) = plan([liability("A", outstanding=1234.5, deadline="2026-03-16")])
+    assert row["amount"] == Decimal("1234.50")
+    (row,) = plan([liability("A", outstanding=0.1 + 0.2, deadline="2026-03-16")])
+    assert row["amount"] == Decimal("0.30")
