@@ -66,6 +66,7 @@ with DAG(
         suite="levy_overdue_liabilities",
         source="levy",
         key_column="liability_id",
+        debtor_column="taxpayer_id",
         max_bad_share="{{ params.max_bad_share }}",
         max_amount="{{ params.max_amount }}",
     )

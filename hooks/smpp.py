@@ -53,6 +53,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from include.dunning.phones import mask
 from include.dunning.receipts import (
     DeliveryReceipt,
     merge_receipt_tlvs,
@@ -63,7 +64,6 @@ from include.dunning.sms import (
     MessageTooLong,
     concat_udh,
     decode_payload,
-    mask_phone,
     parse_udh,
     reference_for,
     split_text,
@@ -238,39 +238,6 @@ class SmppHook(BaseHook):
         self._bound_mode: str | None = None
         self._inbox: deque[Any] = deque()
         self._last_sent = 0.0
-
-    # -- connection form (Airflow < 3.2; 3.2+ reads include/provider.py's conn-fields) --------
-
-    @classmethod
-    def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Return the extra fields of the connection form, built from the provider's conn-fields."""
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import BooleanField, IntegerField, StringField
-
-        from include.provider import SMPP_FIELDS
-
-        widgets: dict[str, Any] = {}
-        for name, spec in SMPP_FIELDS.items():
-            kinds = spec["schema"]["type"]
-            default = spec["schema"].get("default")
-            label = lazy_gettext(spec["label"])
-            if "boolean" in kinds:
-                widgets[name] = BooleanField(label, default=default)
-            elif "integer" in kinds:
-                widgets[name] = IntegerField(label, widget=BS3TextFieldWidget(), default=default)
-            else:
-                widgets[name] = StringField(label, widget=BS3TextFieldWidget(), default=default)
-        return widgets
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Return which standard connection fields to hide, relabel and prefill."""
-        return {
-            "hidden_fields": ["schema"],
-            "relabeling": {"login": "System ID"},
-            "placeholders": {"host": "smsc.example.net", "port": str(DEFAULT_PORT), "login": "system_id"},
-        }
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -747,7 +714,7 @@ class SmppHook(BaseHook):
         self.log.info(
             "SMSC %s refused a message to %s: %s",
             self.address,
-            mask_phone(message.destination),
+            mask(message.destination),
             status_name(status),
         )
 
@@ -801,7 +768,7 @@ class SmppHook(BaseHook):
             return 1
         if isinstance(event, dict):
             if on_message is None:
-                self.log.warning("Reply from %s dropped: no on_message handler", mask_phone(event["source"]))
+                self.log.warning("Reply from %s dropped: no on_message handler", mask(event["source"]))
                 return 0
             on_message(event)
             return 1

@@ -271,7 +271,8 @@ def run_demo(layout: DemoLayout, *, as_of: date, smsc_port: int, debtors: int) -
 def print_figures(figures: dict[str, object]) -> None:
     """Print the run's figures the way the README shows them."""
     rows = (
-        ("debtors extracted", "extracted"),
+        ("debtors extracted", "debtors"),
+        ("overdue items", "extracted"),
         ("rows quarantined", "quarantined"),
         ("contacts planned", "planned"),
         ("SMS submitted", "submitted"),

@@ -38,6 +38,16 @@ SMPP_FIELDS: dict[str, Any] = {
     "validity_minutes": _field("Validity (minutes)", "integer", 1440),
     "max_parts": _field("Maximum parts per message", "integer", 6),
     "connect_timeout": _field("Connect timeout (s)", "number", 10),
+    "connect_attempts": _field("Connect attempts", "integer", 3),
+    "response_timeout": _field("Response timeout (s)", "number", 30),
+    "dest_addr_ton": _field("Destination TON", "integer", 0),
+    "dest_addr_npi": _field("Destination NPI", "integer", 1),
+    "receipt_ids_decimal": _field(
+        "Receipt ids are decimal",
+        "boolean",
+        False,
+        description="The SMSC writes receipt ids in decimal while submit_sm_resp ids are hex",
+    ),
 }
 
 GSM_MODEM_FIELDS: dict[str, Any] = {

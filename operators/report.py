@@ -11,7 +11,8 @@ from airflow.sdk import BaseOperator
 from operators.common import DEFAULT_STORE_CONN_ID, display_path, dunning_store, resolve_as_of, staging_root
 
 FUNNEL = (
-    ("Debtors extracted", "extracted"),
+    ("Debtors extracted", "debtors"),
+    ("Overdue items extracted", "extracted"),
     ("Rows quarantined", "quarantined"),
     ("Contacts planned", "planned"),
     ("SMS submitted", "submitted"),
@@ -83,6 +84,7 @@ class RunReportOperator(BaseOperator):
             "run_id": run_id,
             "dag_id": ti.dag_id,
             "as_of": resolve_as_of(context),
+            "debtors": int(validate.get("debtors", 0)),
             "extracted": int(extract.get("rows", 0)),
             "quarantined": int(validate.get("quarantined", 0)),
             "planned": int(plan.get("planned", 0)),

@@ -107,7 +107,9 @@ class SmppSendOperator(BaseOperator):
                         self.batch_id, start + len(chunk), len(rows), counts["submitted"], counts["failed"],
                     )  # fmt: skip
         except SmppBindError as exc:
-            raise AirflowFailException(f"gateway {self.smpp_conn_id!r} refused the bind: {exc}") from None
+            # A wrong password or system id never heals by retrying; other refusals may.
+            error = AirflowFailException if exc.permanent else AirflowException
+            raise error(f"gateway {self.smpp_conn_id!r} refused the bind: {exc}") from None
         except SmppTransportError as exc:
             raise AirflowException(
                 f"gateway {self.smpp_conn_id!r}: {exc}; {counts['submitted']} rows submitted before, "

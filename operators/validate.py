@@ -27,6 +27,7 @@ class ValidateDebtorsOperator(BaseOperator):
     :param suite: the suite's name in include/expectations/
     :param source: name of the source system, recorded on quarantined rows
     :param key_column: the column that identifies a row in the quarantine table
+    :param debtor_column: the column that identifies a debtor (counted for the report)
     :param max_bad_share: the largest share of bad rows tolerated, 0..1 (templated)
     :param max_amount: upper bound of a plausible amount in yuan, overriding the suite's (templated)
     :param store_conn_id: Airflow connection of the dunning store
@@ -42,6 +43,7 @@ class ValidateDebtorsOperator(BaseOperator):
         suite: str,
         source: str,
         key_column: str,
+        debtor_column: str,
         max_bad_share: float | str = 0.2,
         max_amount: float | str | None = None,
         store_conn_id: str = DEFAULT_STORE_CONN_ID,
@@ -52,6 +54,7 @@ class ValidateDebtorsOperator(BaseOperator):
         self.suite = suite
         self.source = source
         self.key_column = key_column
+        self.debtor_column = debtor_column
         self.max_bad_share = max_bad_share
         self.max_amount = max_amount
         self.store_conn_id = store_conn_id
@@ -117,4 +120,9 @@ class ValidateDebtorsOperator(BaseOperator):
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("wb") as fh:
             outcome.good.to_parquet(fh, index=False)
-        return {"path": str(target), "rows": len(outcome.good), "quarantined": outcome.bad_rows}
+        return {
+            "path": str(target),
+            "rows": len(outcome.good),
+            "quarantined": outcome.bad_rows,
+            "debtors": int(prepared[self.debtor_column].nunique()),
+        }

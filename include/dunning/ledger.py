@@ -634,7 +634,7 @@ class DunningStore:
     def save_run(self, figures: Mapping[str, Any]) -> None:
         """Write (or rewrite) one run's figures into ``dunning_run``."""
         columns = (
-            "run_id", "dag_id", "as_of", "extracted", "quarantined", "planned", "suppressed",
+            "run_id", "dag_id", "as_of", "debtors", "extracted", "quarantined", "planned", "suppressed",
             "submitted", "failed", "delivered", "undelivered", "pending", "report_path", "finished_at",
         )  # fmt: skip
         params = {c: figures.get(c) for c in columns}

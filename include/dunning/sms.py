@@ -279,18 +279,3 @@ def reference_for(key: str) -> int:
     :param key: a stable identifier of the message, e.g. the contact ledger's idempotency key
     """
     return zlib.crc32(key.encode("utf-8")) & 0xFF
-
-
-def mask_phone(number: str | None) -> str:
-    """Return ``number`` with its middle digits hidden, e.g. 13812348000 -> 138****8000.
-
-    :param number: a phone number in any form; None gives an empty string
-    """
-    if not number:
-        return ""
-    text = str(number).strip()
-    if len(text) <= 4:
-        return "*" * len(text)
-    if len(text) < 11:
-        return text[:2] + "*" * (len(text) - 4) + text[-2:]
-    return text[:-8] + "****" + text[-4:]

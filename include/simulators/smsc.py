@@ -38,12 +38,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
 
+from include.dunning.phones import mask
 from include.dunning.sms import (
     DATA_CODING_ASCII,
     choose_coding,
     decode_payload,
     encode_gsm7,
-    mask_phone,
     parse_udh,
 )
 
@@ -729,7 +729,7 @@ class SmscSimulator:
             "message %s from %s to %s: %d part(s), data_coding %d",
             ids[0],
             submit.source,
-            mask_phone(submit.destination),
+            mask(submit.destination),
             len(bodies),
             submit.data_coding,
         )

@@ -70,6 +70,7 @@ def first_run(layout, env, simulator):
 
 def test_first_run_sends_every_planned_contact(first_run, layout, simulator):
     assert first_run["extracted"] > 50
+    assert 0 < first_run["debtors"] <= first_run["extracted"]
     assert first_run["quarantined"] > 0, "the demo data has dirty rows: some must be quarantined"
     assert first_run["planned"] > 0
     assert first_run["submitted"] == first_run["planned"]

@@ -12,7 +12,6 @@ from include.dunning.sms import (
     decode_payload,
     encode_gsm7,
     gsm7_septets,
-    mask_phone,
     parse_udh,
     reference_for,
     sms_parts,
@@ -201,16 +200,3 @@ def test_reference_for_is_stable_and_spread() -> None:
     refs = {reference_for(f"key-{i}") for i in range(200)}
     assert all(0 <= r <= 255 for r in refs)
     assert len(refs) > 100
-
-
-@pytest.mark.parametrize(
-    ("number", "masked"),
-    [
-        pytest.param("13812348000", "138****8000", id="mobile"),
-        pytest.param("+8613812348000", "+86138****8000", id="international"),
-        pytest.param("95598", "95*98", id="short-code"),
-        pytest.param("", "", id="empty"),
-    ],
-)
-def test_mask_phone(number: str, masked: str) -> None:
-    assert mask_phone(number) == masked

@@ -95,6 +95,7 @@ CREATE TABLE IF NOT EXISTS dunning_run (
     run_id            VARCHAR(250)  NOT NULL,
     dag_id            VARCHAR(250)  NOT NULL,
     as_of             DATE          NOT NULL,
+    debtors           INTEGER,
     extracted         INTEGER,
     quarantined       INTEGER,
     planned           INTEGER,

@@ -2,6 +2,9 @@
 -- One row per liability, with the taxpayer's primary mobile as entered (validated later).
 -- An approved deferral (延期缴纳) moves the deadline; while it has not passed there is no dunning.
 -- Rows with a negative balance are kept on purpose: validation quarantines them with a reason.
+-- Balances are rounded to the fen: SQLite computes NUMERIC in floating point, and a fully paid
+-- liability must come out as exactly 0, not 1e-13.
+-- A taxpayer's primary contact is the lowest contact_id marked primary (sources hold duplicates).
 -- Bind parameter: as_of (the run as-of date), written with a colon in the query below.
 SELECT
     l.liability_id,
@@ -13,7 +16,7 @@ SELECT
     l.period,
     l.principal,
     COALESCE(p.paid, 0)                      AS paid,
-    l.principal - COALESCE(p.paid, 0)        AS outstanding,
+    ROUND(l.principal - COALESCE(p.paid, 0), 2) AS outstanding,
     COALESCE(d.new_deadline, l.deadline)     AS deadline,
     c.mobile,
     c.role                                   AS contact_role
@@ -32,8 +35,14 @@ LEFT JOIN (
     WHERE approved = 1
     GROUP BY liability_id
 ) d ON d.liability_id = l.liability_id
+LEFT JOIN (
+    SELECT taxpayer_id, MIN(contact_id) AS contact_id
+    FROM taxpayer_contact
+    WHERE is_primary = 1
+    GROUP BY taxpayer_id
+) pc ON pc.taxpayer_id = l.taxpayer_id
 LEFT JOIN taxpayer_contact c
-    ON c.taxpayer_id = l.taxpayer_id AND c.is_primary = 1
+    ON c.contact_id = pc.contact_id
 WHERE COALESCE(d.new_deadline, l.deadline) < :as_of
-  AND l.principal - COALESCE(p.paid, 0) <> 0
+  AND ROUND(l.principal - COALESCE(p.paid, 0), 2) <> 0
 ORDER BY l.taxpayer_id, l.deadline, l.liability_id

@@ -1,0 +1,127 @@
+"""Bad input on the send path: an unreachable SMSC or a refused bind leaves every row resendable."""
+
+from __future__ import annotations
+
+import json
+import socket
+from datetime import date, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from include.dunning import ledger
+from include.dunning.ledger import DunningStore
+from include.simulators.smsc import SmscSimulator
+
+pytestmark = pytest.mark.integration
+
+AS_OF = date(2026, 11, 23)
+
+
+class FakeTI:
+    dag_id = "tax_dunning"
+
+    def xcom_push(self, key, value):
+        pass
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    path = tmp_path / "store.sqlite"
+    monkeypatch.setenv("AIRFLOW_CONN_DUNNING_STORE", json.dumps({"conn_type": "sqlite", "host": str(path)}))
+    store = DunningStore(f"sqlite:///{path}")
+    store.create_schema()
+    rows = []
+    for n in range(5):
+        rows.append(
+            {
+                "idempotency_key": ledger.idempotency_key("tax_payment", "2026-W48", f"D{n}", "s", "sms", 1),
+                "campaign": "tax_payment",
+                "period": "2026-W48",
+                "as_of": AS_OF,
+                "debtor_id": f"D{n}",
+                "debtor_name": "某公司",
+                "stage": "s",
+                "channel": "sms",
+                "attempt": 1,
+                "phone": f"1380013800{n}",
+                "template": "t",
+                "message_text": "【示范市税务】请缴税。",
+                "parts": 1,
+                "amount": None,
+                "surcharge": None,
+                "gateway": "smpp_default",
+                "state": ledger.PLANNED,
+                "reason": None,
+                "planned_run_id": "r1",
+                "planned_at": datetime(2026, 11, 23),
+            }
+        )
+    store.upsert_planned(rows)
+    return store
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def smpp_conn(monkeypatch, port: int, password: str = "pw") -> None:
+    conn = {"conn_type": "smpp", "host": "127.0.0.1", "port": port, "login": "dunning", "password": password}
+    conn["extra"] = {"connect_attempts": 2, "connect_timeout": 2}
+    monkeypatch.setenv("AIRFLOW_CONN_SMPP_DEFAULT", json.dumps(conn))
+
+
+def states(store):
+    with store.engine.connect() as conn:
+        return [s for (s,) in conn.execute(sa.text("SELECT state FROM contact_ledger"))]
+
+
+def send(store, batch=None):
+    from operators.smpp import SmppSendOperator
+
+    if batch is None:
+        (batch,) = store.assign_batches("tax_payment", AS_OF, "r1")
+    op = SmppSendOperator(task_id="send_sms", batch_id=batch)
+    return op.execute({"run_id": "r1", "ti": FakeTI(), "params": {}})
+
+
+def test_unreachable_smsc_fails_with_host_and_port_and_keeps_rows_resendable(store, monkeypatch):
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    port = free_port()  # nothing listens there
+    smpp_conn(monkeypatch, port)
+    with pytest.raises(AirflowException) as err:
+        send(store)
+    assert not isinstance(err.value, AirflowFailException), "an unreachable SMSC is worth a retry"
+    assert f"127.0.0.1:{port}" in str(err.value)
+    assert set(states(store)) == {"PLANNED"}
+
+
+def test_wrong_password_fails_without_retry_and_without_the_password(store, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with SmscSimulator(port=0, password="right") as sim:
+        smpp_conn(monkeypatch, sim.port, password="wrongpw1")
+        with pytest.raises(AirflowFailException) as err:
+            send(store)
+    assert "wrongpw1" not in str(err.value)
+    assert "refused" in str(err.value)
+    assert set(states(store)) == {"PLANNED"}
+    assert sim.messages == []
+
+
+def test_retry_after_failure_sends_each_row_once(store, monkeypatch):
+    port = free_port()
+    smpp_conn(monkeypatch, port)
+    (batch,) = store.assign_batches("tax_payment", AS_OF, "r1")
+    with pytest.raises(Exception, match="127.0.0.1"):
+        send(store, batch)
+    with SmscSimulator(port=0) as sim:
+        smpp_conn(monkeypatch, sim.port)
+        counts = send(store, batch)  # the task's retry
+        assert counts["submitted"] == 5
+        assert send(store, batch)["submitted"] == 0  # a further retry finds nothing to send
+        assert len(sim.messages) == 5
+    assert set(states(store)) == {"SUBMITTED"}
