@@ -50,6 +50,11 @@ with DAG(
         "receipt_wait_seconds": Param(
             120, type="integer", minimum=0, description="Longest wait for delivery receipts"
         ),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            description="Plan and render into the ledger and a preview CSV; send nothing",
+        ),
     },
     tags=["dunning", "tax", "sms"],
     doc_md=__doc__,
@@ -75,6 +80,7 @@ with DAG(
         valid_path="{{ ti.xcom_pull(task_ids='validate')['path'] }}",
         signature="{{ params.signature }}",
         gateway="smpp_default",
+        dry_run="{{ params.dry_run }}",
     )
     send = SmppSendOperator.partial(
         task_id="send_sms",

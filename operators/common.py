@@ -105,3 +105,15 @@ def display_path(path: ObjectStoragePath) -> str:
     if path.protocol in ("file", "local"):
         return "/" + path.path.lstrip("/")
     return str(path)
+
+
+def as_bool(value: object) -> bool:
+    """Read a flag that may arrive as a string from a template, a URI or an environment variable."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("", "0", "false", "no", "off", "none"):
+            return False
+        raise ValueError(f"not a yes/no value: {value!r}")
+    return bool(value)

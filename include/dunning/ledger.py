@@ -55,12 +55,28 @@ RECEIPT_STAT_STATE = {
     "UNKNOWN": UNKNOWN,
 }
 
+# What a new plan of a still-PLANNED row brings up to date (amounts, surcharge, text, batchable day).
+REFRESHED_COLUMNS = (
+    "as_of",
+    "debtor_id",
+    "debtor_ids",
+    "debtor_name",
+    "phone",
+    "template",
+    "message_text",
+    "parts",
+    "amount",
+    "surcharge",
+    "gateway",
+)
+
 LEDGER_COLUMNS = (
     "idempotency_key",
     "campaign",
     "period",
     "as_of",
     "debtor_id",
+    "debtor_ids",
     "debtor_name",
     "stage",
     "channel",
@@ -98,6 +114,17 @@ def idempotency_key(
 def utcnow() -> datetime:
     """Return the current UTC time as a naive datetime (how the store keeps timestamps)."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    """What ``upsert_planned`` did: rows inserted and still-PLANNED rows refreshed."""
+
+    new: int = 0
+    refreshed: int = 0
+
+    def __add__(self, other: UpsertCounts) -> UpsertCounts:
+        return UpsertCounts(self.new + other.new, self.refreshed + other.refreshed)
 
 
 @dataclass(frozen=True)
@@ -188,14 +215,33 @@ class DunningStore:
 
     # -- plan -----------------------------------------------------------------------------
 
-    def upsert_planned(self, rows: Iterable[Mapping[str, Any]], *, chunk_size: int = 5000) -> int:
-        """Insert planned contacts; rows whose key already exists are left untouched.
+    def _upsert_refresh(self) -> sa.TextClause:
+        """Return an INSERT that refreshes a conflicting row only while it is still PLANNED."""
+        cols = ", ".join(LEDGER_COLUMNS)
+        binds = ", ".join(f":{c}" for c in LEDGER_COLUMNS)
+        if self.dialect == "mysql":
+            sets = ", ".join(f"{c} = IF(state = 'PLANNED', VALUES({c}), {c})" for c in REFRESHED_COLUMNS)
+            return sa.text(
+                f"INSERT INTO contact_ledger ({cols}) VALUES ({binds}) ON DUPLICATE KEY UPDATE {sets}"  # noqa: S608
+            )
+        sets = ", ".join(f"{c} = excluded.{c}" for c in REFRESHED_COLUMNS)
+        return sa.text(
+            f"INSERT INTO contact_ledger ({cols}) VALUES ({binds}) ON CONFLICT (idempotency_key) "  # noqa: S608
+            f"DO UPDATE SET {sets} WHERE contact_ledger.state = 'PLANNED'"
+        )
+
+    def upsert_planned(self, rows: Iterable[Mapping[str, Any]], *, chunk_size: int = 5000) -> UpsertCounts:
+        """Write planned contacts: new keys are inserted, still-PLANNED ones refreshed.
+
+        A row already claimed, sent or settled is never touched: a retry or a second run of
+        the same period cannot resend it. A row planned earlier and never sent gets today's
+        amounts, surcharge and text, so it is sent by today's batches instead of being lost.
 
         :param rows: mappings with the ledger columns (see ``LEDGER_COLUMNS``)
-        :return: the number of rows newly inserted
+        :return: how many rows were new and how many refreshed
         """
-        stmt = self._insert_ignore("contact_ledger", LEDGER_COLUMNS, ("idempotency_key",))
-        inserted = 0
+        stmt = self._upsert_refresh()
+        counts = UpsertCounts()
         batch: list[dict[str, Any]] = []
         with self.engine.begin() as conn:
             for row in rows:
@@ -204,28 +250,32 @@ class DunningStore:
                 params["surcharge"] = _money(params["surcharge"])
                 batch.append(params)
                 if len(batch) >= chunk_size:
-                    inserted += self._count_new(conn, stmt, batch)
+                    counts += self._write_counted(conn, stmt, batch)
                     batch = []
             if batch:
-                inserted += self._count_new(conn, stmt, batch)
-        return inserted
+                counts += self._write_counted(conn, stmt, batch)
+        return counts
 
     @staticmethod
-    def _count_new(conn: sa.Connection, stmt: sa.TextClause, batch: list[dict[str, Any]]) -> int:
-        keys = [b["idempotency_key"] for b in batch]
-        before = conn.execute(
-            sa.text("SELECT COUNT(*) FROM contact_ledger WHERE idempotency_key IN :keys").bindparams(
-                sa.bindparam("keys", expanding=True)
-            ),
-            {"keys": keys},
-        ).scalar_one()
+    def _write_counted(conn: sa.Connection, stmt: sa.TextClause, batch: list[dict[str, Any]]) -> UpsertCounts:
+        keys = {b["idempotency_key"] for b in batch}
+        existing = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT idempotency_key, state FROM contact_ledger WHERE idempotency_key IN :keys"
+                ).bindparams(sa.bindparam("keys", expanding=True)),
+                {"keys": list(keys)},
+            ).all()
+        )
         conn.execute(stmt, batch)
-        return len(set(keys)) - before
+        refreshed = sum(1 for state in existing.values() if state == PLANNED)
+        return UpsertCounts(new=len(keys) - len(existing), refreshed=refreshed)
 
     def supersede_stale(self, campaign: str, as_of: date) -> int:
-        """Suppress rows planned on an earlier day that were never sent.
+        """Suppress rows planned on an earlier day that today's plan did not refresh.
 
-        Their text (amounts, surcharge) is out of date; today's plan replaces them.
+        Call after ``upsert_planned``: a still-PLANNED row with an older as-of date is one the
+        debtor no longer qualifies for (paid, deferred, or a new period's key replaced it).
         """
         with self.engine.begin() as conn:
             result = conn.execute(

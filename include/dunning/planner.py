@@ -15,7 +15,12 @@ from typing import Any
 from include.dunning import fees, ledger, templates
 from include.dunning.money import to_money
 
+# A message to a number shared by several taxpayers names at most this many of them (then 等).
+MAX_NAMES_IN_MESSAGE = 2
+
 TAX_PAYMENT_VARIABLES = (
+    "names",
+    "debtors",
     "signature",
     "name",
     "period",
@@ -47,23 +52,37 @@ class TaxPaymentCampaign:
     channel: str = "sms"
 
     def lint(self) -> None:
-        """Refuse to plan with a template that would send something wrong."""
-        templates.lint_template(
-            self.template,
-            allowed_variables=TAX_PAYMENT_VARIABLES,
-            sample={
-                "signature": self.signature,
-                "name": "新疆维吾尔自治区乌鲁木齐市天山区某某某某商贸有限责任公司",
-                "period": "2026年12月",
-                "tax_type": "城市维护建设税",
-                "principal": "12,345,678.90",
-                "deadline": "12月15日",
-                "as_of": "12月31日",
-                "surcharge": "1,234,567.89",
-                "count": 9,
-            },
-            max_parts=self.max_parts,
+        """Refuse to plan with a template that would send something wrong.
+
+        Every branch of the template is rendered with a worst-case sample (long names, large
+        amounts) and must fit ``max_parts``.
+        """
+        long_name = "新疆维吾尔自治区乌鲁木齐市天山区某某某某商贸有限责任公司"
+        base = {
+            "signature": self.signature,
+            "name": long_name,
+            "names": [long_name],
+            "debtors": 1,
+            "period": "2026年12月",
+            "tax_type": "城市维护建设税",
+            "principal": "12,345,678.90",
+            "deadline": "12月15日",
+            "as_of": "12月31日",
+            "surcharge": "1,234,567.89",
+            "count": 1,
+        }
+        samples = (
+            base,
+            {**base, "count": 9},
+            {**base, "count": 9, "debtors": 6, "names": [long_name, "乌鲁木齐市某某建筑工程有限公司"]},
         )
+        for sample in samples:
+            templates.lint_template(
+                self.template,
+                allowed_variables=TAX_PAYMENT_VARIABLES,
+                sample=sample,
+                max_parts=self.max_parts,
+            )
 
 
 def campaign_week(as_of: date) -> str:
@@ -97,14 +116,16 @@ def plan_tax_payment(
     planned_at: datetime,
     campaign: TaxPaymentCampaign,
 ) -> Iterator[dict[str, Any]]:
-    """Yield one ledger row per taxpayer with overdue tax, listing all their overdue liabilities.
+    """Yield one ledger row per mobile number, listing every overdue liability behind it.
 
-    Each record is one overdue liability with ``taxpayer_id``, ``taxpayer_name``, ``tax_type``,
-    ``period`` (YYYY-MM), ``outstanding``, ``deadline`` and ``mobile_normalized``; records must be
-    grouped (sorted) by taxpayer. The surcharge runs from the day after the deadline to the
-    as-of date inclusive at 0.05% a day on the unpaid tax (DOMAIN §1).
+    Several taxpayers sharing one number (a tax agent, a finance officer serving several
+    companies) get ONE message (DOMAIN §5-6), keyed by the number, so the weekly cap holds per
+    person. Each record is one overdue liability with ``taxpayer_id``, ``taxpayer_name``,
+    ``tax_type``, ``period`` (YYYY-MM), ``outstanding``, ``deadline`` and ``mobile_normalized``;
+    records must be sorted by ``mobile_normalized``. The surcharge runs from the day after the
+    deadline to the as-of date inclusive at 0.05% a day on the unpaid tax (DOMAIN §1).
 
-    :param records: validated overdue liabilities, sorted by ``taxpayer_id``
+    :param records: validated overdue liabilities, sorted by ``mobile_normalized``
     :param as_of: the run's as-of date
     :param run_id: the Airflow run that plans (recorded on new rows)
     :param planned_at: the timestamp recorded on new rows
@@ -113,7 +134,7 @@ def plan_tax_payment(
     week = campaign_week(as_of)
     group: list[Mapping[str, Any]] = []
     for record in records:
-        if group and record["taxpayer_id"] != group[0]["taxpayer_id"]:
+        if group and record["mobile_normalized"] != group[0]["mobile_normalized"]:
             yield _tax_payment_row(group, as_of, week, run_id, planned_at, campaign)
             group = []
         group.append(record)
@@ -130,17 +151,24 @@ def _tax_payment_row(
     campaign: TaxPaymentCampaign,
 ) -> dict[str, Any]:
     first = group[0]
+    phone = str(first["mobile_normalized"])
     principal = sum((_exact_amount(r["outstanding"]) for r in group), Decimal("0"))
     surcharge = sum(
         (fees.tax_surcharge(_exact_amount(r["outstanding"]), _as_date(r["deadline"]), as_of) for r in group),
         Decimal("0"),
     )
     earliest = min(_as_date(r["deadline"]) for r in group)
+    taxpayers: dict[str, str] = {}
+    for r in group:
+        taxpayers.setdefault(str(r["taxpayer_id"]), str(r["taxpayer_name"]))
+    names = list(taxpayers.values())
     text = templates.render(
         campaign.template,
         {
             "signature": campaign.signature,
-            "name": first["taxpayer_name"],
+            "name": names[0],
+            "names": names[:MAX_NAMES_IN_MESSAGE],
+            "debtors": len(taxpayers),
             "period": _period(first["period"]),
             "tax_type": first["tax_type"],
             "principal": _amount(principal),
@@ -150,20 +178,20 @@ def _tax_payment_row(
             "count": len(group),
         },
     )
-    debtor_id = str(first["taxpayer_id"])
     return {
         "idempotency_key": ledger.idempotency_key(
-            campaign.campaign, week, debtor_id, campaign.stage, campaign.channel, 1
+            campaign.campaign, week, f"tel:{phone}", campaign.stage, campaign.channel, 1
         ),
         "campaign": campaign.campaign,
         "period": week,
         "as_of": as_of,
-        "debtor_id": debtor_id,
-        "debtor_name": first["taxpayer_name"],
+        "debtor_id": next(iter(taxpayers)),
+        "debtor_ids": ",".join(taxpayers),
+        "debtor_name": names[0],
         "stage": campaign.stage,
         "channel": campaign.channel,
         "attempt": 1,
-        "phone": first["mobile_normalized"],
+        "phone": phone,
         "template": campaign.template,
         "message_text": text,
         "parts": templates.sms_parts(text),

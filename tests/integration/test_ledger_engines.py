@@ -19,7 +19,9 @@ AS_OF = date(2026, 11, 23)
 def planned(n: int) -> dict:
     debtor = f"D{n:05d}"
     return {
-        "idempotency_key": ledger.idempotency_key("tax_payment", "2026-W48", debtor, "payment_overdue", "sms", 1),
+        "idempotency_key": ledger.idempotency_key(
+            "tax_payment", "2026-W48", debtor, "payment_overdue", "sms", 1
+        ),
         "campaign": "tax_payment",
         "period": "2026-W48",
         "as_of": AS_OF,
@@ -49,15 +51,17 @@ def store(request):
     store.create_schema()
     with store.engine.begin() as conn:
         for table in ("contact_ledger", "message_part", "receipt_unmatched", "opt_out"):
-            conn.execute(sa.text(f"DELETE FROM {table}"))  # noqa: S608 - fixed table names
+            conn.execute(sa.text(f"DELETE FROM {table}"))
     yield store
     store.engine.dispose()
 
 
 def test_full_cycle_on_the_engine(store):
     rows = [planned(n) for n in range(1200)]
-    assert store.upsert_planned(rows) == 1200
-    assert store.upsert_planned(rows) == 0  # idempotent
+    assert store.upsert_planned(rows) == ledger.UpsertCounts(new=1200, refreshed=0)
+    assert store.upsert_planned(rows) == ledger.UpsertCounts(
+        new=0, refreshed=1200
+    )  # still PLANNED: refreshed
     batches = store.assign_batches("tax_payment", AS_OF, "run-1", batch_size=500)
     assert len(batches) == 3
     sent = 0
@@ -75,6 +79,15 @@ def test_full_cycle_on_the_engine(store):
     assert result["matched"] == 2400 and result["settled"] == 1200
     counts = store.ledger_counts(sent_run_id="run-1")
     assert counts == {"DELIVERED": 1199, "UNDELIVERED": 1}
+    changed = [{**r, "message_text": "changed"} for r in rows]
+    assert store.upsert_planned(changed) == ledger.UpsertCounts(new=0, refreshed=0)  # sent rows untouched
+    with store.engine.connect() as conn:
+        assert (
+            conn.execute(
+                sa.text("SELECT COUNT(*) FROM contact_ledger WHERE message_text = 'changed'")
+            ).scalar_one()
+            == 0
+        )
     with store.engine.connect() as conn:
         amount = conn.execute(sa.text("SELECT amount FROM contact_ledger LIMIT 1")).scalar_one()
         text = conn.execute(sa.text("SELECT message_text FROM contact_ledger LIMIT 1")).scalar_one()
@@ -87,4 +100,6 @@ def test_save_run_replaces_the_runs_row(store):
     store.save_run(figures)
     store.save_run({**figures, "planned": 2})
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT planned FROM dunning_run WHERE run_id = 'r'")).scalars().all() == [2]
+        assert conn.execute(
+            sa.text("SELECT planned FROM dunning_run WHERE run_id = 'r'")
+        ).scalars().all() == [2]

@@ -67,14 +67,39 @@ def test_create_schema_is_idempotent(store):
     store.create_schema()
 
 
-def test_upsert_counts_only_new_rows_and_keeps_existing_ones(store):
+def test_upsert_inserts_new_rows_and_refreshes_only_planned_ones(store):
     rows = [planned_row(n) for n in range(10)]
-    assert store.upsert_planned(rows) == 10
-    assert store.upsert_planned(rows + [planned_row(10)]) == 1
+    assert store.upsert_planned(rows) == ledger.UpsertCounts(new=10, refreshed=0)
+    assert store.upsert_planned(rows + [planned_row(10)]) == ledger.UpsertCounts(new=1, refreshed=10)
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT COUNT(*) FROM contact_ledger")).scalar_one() == 11
         amount = conn.execute(sa.text("SELECT amount FROM contact_ledger LIMIT 1")).scalar_one()
     assert Decimal(str(amount)) == Decimal("1234.50")
+
+
+def test_refresh_updates_planned_text_and_never_touches_a_sent_row(store):
+    first, second = planned_row(1), planned_row(2)
+    store.upsert_planned([first, second])
+    (batch,) = store.assign_batches("tax_payment", AS_OF, "run-1")
+    store.claim([first["idempotency_key"]], "run-1")
+    store.record_submits("gw", [SubmitOutcome(first["idempotency_key"], ["m1"])])
+    later = date(2026, 11, 25)
+    new_text = "【示范市税务】滞纳金已更新。"
+    counts = store.upsert_planned(
+        [
+            {**r, "as_of": later, "message_text": new_text, "surcharge": Decimal("9.99")}
+            for r in (first, second)
+        ]
+    )
+    assert counts == ledger.UpsertCounts(new=0, refreshed=1)
+    with store.engine.connect() as conn:
+        got = dict(conn.execute(sa.text("SELECT idempotency_key, message_text FROM contact_ledger")).all())
+    assert got[first["idempotency_key"]] == first["message_text"]  # already sent: untouched
+    assert got[second["idempotency_key"]] == new_text
+    # the refreshed row is today's and gets batched; nothing is superseded
+    assert store.supersede_stale("tax_payment", later) == 0
+    (batch,) = store.assign_batches("tax_payment", later, "run-2")
+    assert [r.idempotency_key for r in store.batch_rows(batch)] == [second["idempotency_key"]]
 
 
 def test_batches_cover_every_sendable_row_once_and_respect_the_cap(store):
@@ -97,7 +122,7 @@ def test_submitted_rows_are_never_offered_for_sending_again(store):
     store.record_submits("smpp_default", [SubmitOutcome(k, [f"id{i}"]) for i, k in enumerate(keys)])
     assert store.batch_rows(batch) == []
     # A second plan of the same rows on the same day adds nothing and batches nothing.
-    assert store.upsert_planned(rows) == 0
+    assert store.upsert_planned(rows) == ledger.UpsertCounts(new=0, refreshed=0)
     assert store.assign_batches("tax_payment", AS_OF, "run-2") == []
 
 

@@ -14,16 +14,23 @@ AS_OF = date(2026, 4, 10)
 
 
 def liability(
-    taxpayer_id: str, *, outstanding: str, deadline: str, tax_type: str = "增值税", period: str = "2026-02"
+    taxpayer_id: str,
+    *,
+    outstanding: str,
+    deadline: str,
+    tax_type: str = "增值税",
+    period: str = "2026-02",
+    phone: str = "13800138000",
+    name: str = "杭州示例贸易有限公司",
 ):
     return {
         "taxpayer_id": taxpayer_id,
-        "taxpayer_name": "杭州示例贸易有限公司",
+        "taxpayer_name": name,
         "tax_type": tax_type,
         "period": period,
         "outstanding": outstanding,
         "deadline": deadline,
-        "mobile_normalized": "13800138000",
+        "mobile_normalized": phone,
     }
 
 
@@ -57,7 +64,7 @@ def test_several_liabilities_of_one_taxpayer_become_one_message():
         [
             liability("A", outstanding="10000.00", deadline="2026-03-16"),
             liability("A", outstanding="2000.00", deadline="2026-02-24", tax_type="城市维护建设税"),
-            liability("B", outstanding="300.00", deadline="2026-03-16"),
+            liability("B", outstanding="300.00", deadline="2026-03-16", phone="13900139000"),
         ]
     )
     assert [r["debtor_id"] for r in rows] == ["A", "B"]
@@ -126,3 +133,30 @@ def test_float_amounts_from_sqlite_convert_exactly():
     assert row["amount"] == Decimal("1234.50")
     (row,) = plan([liability("A", outstanding=0.1 + 0.2, deadline="2026-03-16")])
     assert row["amount"] == Decimal("0.30")
+
+
+def test_taxpayers_sharing_a_phone_get_one_message_naming_them():
+    rows = plan(
+        [
+            liability("A", outstanding="100.00", deadline="2026-03-16", name="甲公司"),
+            liability("B", outstanding="200.00", deadline="2026-02-24", name="乙公司"),
+            liability("C", outstanding="300.00", deadline="2026-03-16", name="丙公司"),
+        ]
+    )
+    assert len(rows) == 1
+    (row,) = rows
+    assert row["debtor_ids"] == "A,B,C"
+    assert row["amount"] == Decimal("600.00")
+    assert "您联系的3户纳税人（甲公司、乙公司等）共3笔税款合计600.00元" in row["message_text"]
+    assert row["parts"] <= TaxPaymentCampaign().max_parts
+
+
+def test_key_is_per_phone_so_the_weekly_cap_holds_per_person():
+    one = plan([liability("A", outstanding="1.00", deadline="2026-03-16")])
+    two = plan(
+        [
+            liability("A", outstanding="1.00", deadline="2026-03-16"),
+            liability("B", outstanding="1.00", deadline="2026-03-16"),
+        ]
+    )
+    assert one[0]["idempotency_key"] == two[0]["idempotency_key"]

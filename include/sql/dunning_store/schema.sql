@@ -10,6 +10,7 @@ CREATE TABLE IF NOT EXISTS contact_ledger (
     period            VARCHAR(20)   NOT NULL,
     as_of             DATE          NOT NULL,
     debtor_id         VARCHAR(40)   NOT NULL,
+    debtor_ids        TEXT,
     debtor_name       VARCHAR(200),
     stage             VARCHAR(40)   NOT NULL,
     channel           VARCHAR(10)   NOT NULL,
