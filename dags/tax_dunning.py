@@ -50,6 +50,11 @@ with DAG(
         "receipt_wait_seconds": Param(
             120, type="integer", minimum=0, description="Longest wait for delivery receipts"
         ),
+        "respect_sending_window": Param(
+            True,
+            type="boolean",
+            description="Send SMS only 08:00-20:00 Asia/Shanghai; turn off only to rehearse on the simulator",
+        ),
         "dry_run": Param(
             False,
             type="boolean",
@@ -86,6 +91,7 @@ with DAG(
         task_id="send_sms",
         smpp_conn_id="smpp_default",
         pool="smpp_default",
+        respect_sending_window="{{ params.respect_sending_window }}",
         max_active_tis_per_dagrun=4,
     ).expand(batch_id=plan.output)
     collect = SmppCollectReceiptsOperator(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import date, datetime
+from datetime import date, datetime, time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -117,3 +117,9 @@ def as_bool(value: object) -> bool:
             return False
         raise ValueError(f"not a yes/no value: {value!r}")
     return bool(value)
+
+
+def in_window(at: datetime, window: tuple[str, str]) -> bool:
+    """Return True when the local time of ``at`` is inside ``window`` ("HH:MM", "HH:MM"), end excluded."""
+    start, end = (time.fromisoformat(t) for t in window)
+    return start <= at.time().replace(tzinfo=None) < end

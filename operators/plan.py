@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -72,15 +74,22 @@ class PlanTaxPaymentOperator(BaseOperator):
             frame = pd.read_parquet(fh)
         frame = frame.sort_values(["mobile_normalized", "taxpayer_id", "deadline"], kind="stable")
         store = dunning_store(self.store_conn_id)
+        phones = frame["mobile_normalized"].dropna().unique().tolist()
+        now = ledger.utcnow()
         rows = list(
             planner.plan_tax_payment(
                 frame.to_dict("records"),
                 as_of=as_of,
                 run_id=context["run_id"],
-                planned_at=ledger.utcnow(),
+                planned_at=now,
                 campaign=campaign,
+                opted_out=store.opted_out(phones),
+                last_contact=store.recent_contacts(phones, since=now - timedelta(days=campaign.cap_days)),
             )
         )
+        suppressed = Counter(r["reason"].split(":")[0] for r in rows if r["state"] == ledger.SUPPRESSED)
+        for reason, n in sorted(suppressed.items()):
+            self.log.info("decided to suppress %d contacts: %s", n, reason)
         written = store.upsert_planned(rows)
         superseded = store.supersede_stale(campaign.campaign, as_of)
         if superseded:
@@ -91,7 +100,17 @@ class PlanTaxPaymentOperator(BaseOperator):
         preview.parent.mkdir(parents=True, exist_ok=True)
         with preview.open("w", encoding="utf-8-sig") as fh:
             pd.DataFrame(
-                rows, columns=["debtor_ids", "debtor_name", "parts", "amount", "surcharge", "message_text"]
+                rows,
+                columns=[
+                    "debtor_ids",
+                    "debtor_name",
+                    "state",
+                    "reason",
+                    "parts",
+                    "amount",
+                    "surcharge",
+                    "message_text",
+                ],
             ).assign(phone=[mask(r["phone"]) for r in rows]).to_csv(fh, index=False)
         if as_bool(self.dry_run):
             batches: list[str] = []
@@ -107,7 +126,9 @@ class PlanTaxPaymentOperator(BaseOperator):
                 max_batches=self.max_batches,
             )
         counts = {
-            "planned": written.new + written.refreshed,
+            "planned": written.planned,
+            "suppressed": written.suppressed,
+            "suppressed_by_reason": dict(suppressed),
             "new": written.new,
             "refreshed": written.refreshed,
             "superseded": superseded,

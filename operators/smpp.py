@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from operators.common import DEFAULT_STORE_CONN_ID, dunning_store
+from operators.common import DEFAULT_STORE_CONN_ID, LOCAL_TZ, as_bool, dunning_store, in_window
 
 if TYPE_CHECKING:
     from hooks.smpp import SmppHook
@@ -27,9 +28,12 @@ class SmppSendOperator(BaseOperator):
     :param smpp_conn_id: Airflow connection of the gateway
     :param store_conn_id: Airflow connection of the dunning store
     :param claim_size: rows claimed per step; defaults to the connection's window
+    :param sending_window: local (Asia/Shanghai) hours SMS may go out, e.g. ("08:00", "20:00")
+    :param respect_sending_window: outside the window send nothing and leave the rows PLANNED
+        for the next run; false only to rehearse on a simulator (templated)
     """
 
-    template_fields: Sequence[str] = ("batch_id",)
+    template_fields: Sequence[str] = ("batch_id", "respect_sending_window")
     ui_color = "#fbe9e7"
 
     def __init__(
@@ -39,10 +43,14 @@ class SmppSendOperator(BaseOperator):
         smpp_conn_id: str = "smpp_default",
         store_conn_id: str = DEFAULT_STORE_CONN_ID,
         claim_size: int | None = None,
+        sending_window: tuple[str, str] = ("08:00", "20:00"),
+        respect_sending_window: bool | str = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.batch_id = batch_id
+        self.sending_window = sending_window
+        self.respect_sending_window = respect_sending_window
         self.smpp_conn_id = smpp_conn_id
         self.store_conn_id = store_conn_id
         self.claim_size = claim_size
@@ -55,9 +63,25 @@ class SmppSendOperator(BaseOperator):
         run_id = context["run_id"]
         store = dunning_store(self.store_conn_id)
         rows = store.batch_rows(self.batch_id)
-        counts = {"submitted": 0, "failed": 0, "transient": 0, "suppressed": 0, "resent_uncertain": 0}
+        counts = {
+            "submitted": 0,
+            "failed": 0,
+            "transient": 0,
+            "suppressed": 0,
+            "resent_uncertain": 0,
+            "held": 0,
+        }
         if not rows:
             self.log.info("batch %s: nothing left to send", self.batch_id)
+            return counts
+        now = datetime.now(LOCAL_TZ)
+        if as_bool(self.respect_sending_window) and not in_window(now, self.sending_window):
+            counts["held"] = len(rows)
+            self.log.warning(
+                "batch %s: %s is outside the SMS sending window %s-%s (Asia/Shanghai); %d rows stay "
+                "PLANNED for the next run",
+                self.batch_id, now.strftime("%H:%M"), *self.sending_window, len(rows),
+            )  # fmt: skip
             return counts
         uncertain = sum(1 for r in rows if r.state == CLAIMED)
         if uncertain:

@@ -68,7 +68,13 @@ REFRESHED_COLUMNS = (
     "amount",
     "surcharge",
     "gateway",
+    "state",
+    "reason",
 )
+
+# Rows a new plan may still change: never sent. SUPPRESSED rows are re-evaluated by every plan
+# of their period (a frequency cap that has passed, a deferral that ended), so none is lost.
+REPLANNABLE = (PLANNED, SUPPRESSED)
 
 LEDGER_COLUMNS = (
     "idempotency_key",
@@ -118,13 +124,20 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class UpsertCounts:
-    """What ``upsert_planned`` did: rows inserted and still-PLANNED rows refreshed."""
+    """What ``upsert_planned`` wrote: rows inserted, unsent rows refreshed, and by state."""
 
     new: int = 0
     refreshed: int = 0
+    planned: int = 0
+    suppressed: int = 0
 
     def __add__(self, other: UpsertCounts) -> UpsertCounts:
-        return UpsertCounts(self.new + other.new, self.refreshed + other.refreshed)
+        return UpsertCounts(
+            self.new + other.new,
+            self.refreshed + other.refreshed,
+            self.planned + other.planned,
+            self.suppressed + other.suppressed,
+        )
 
 
 @dataclass(frozen=True)
@@ -220,22 +233,27 @@ class DunningStore:
         cols = ", ".join(LEDGER_COLUMNS)
         binds = ", ".join(f":{c}" for c in LEDGER_COLUMNS)
         if self.dialect == "mysql":
-            sets = ", ".join(f"{c} = IF(state = 'PLANNED', VALUES({c}), {c})" for c in REFRESHED_COLUMNS)
+            # MariaDB applies the assignments left to right: ``state`` must be the last one changed.
+            ordered = [c for c in REFRESHED_COLUMNS if c != "state"] + ["state"]
+            sets = ", ".join(
+                f"{c} = IF(state IN ('PLANNED', 'SUPPRESSED'), VALUES({c}), {c})" for c in ordered
+            )
             return sa.text(
                 f"INSERT INTO contact_ledger ({cols}) VALUES ({binds}) ON DUPLICATE KEY UPDATE {sets}"  # noqa: S608
             )
         sets = ", ".join(f"{c} = excluded.{c}" for c in REFRESHED_COLUMNS)
         return sa.text(
             f"INSERT INTO contact_ledger ({cols}) VALUES ({binds}) ON CONFLICT (idempotency_key) "  # noqa: S608
-            f"DO UPDATE SET {sets} WHERE contact_ledger.state = 'PLANNED'"
+            f"DO UPDATE SET {sets} WHERE contact_ledger.state IN ('PLANNED', 'SUPPRESSED')"
         )
 
     def upsert_planned(self, rows: Iterable[Mapping[str, Any]], *, chunk_size: int = 5000) -> UpsertCounts:
-        """Write planned contacts: new keys are inserted, still-PLANNED ones refreshed.
+        """Write planned (or suppressed) contacts: new keys are inserted, unsent ones refreshed.
 
         A row already claimed, sent or settled is never touched: a retry or a second run of
-        the same period cannot resend it. A row planned earlier and never sent gets today's
-        amounts, surcharge and text, so it is sent by today's batches instead of being lost.
+        the same period cannot resend it. A row planned or suppressed earlier and never sent
+        gets today's decision, amounts, surcharge and text, so it is sent by today's batches
+        (or stays suppressed with today's reason) instead of being lost.
 
         :param rows: mappings with the ledger columns (see ``LEDGER_COLUMNS``)
         :return: how many rows were new and how many refreshed
@@ -268,8 +286,17 @@ class DunningStore:
             ).all()
         )
         conn.execute(stmt, batch)
-        refreshed = sum(1 for state in existing.values() if state == PLANNED)
-        return UpsertCounts(new=len(keys) - len(existing), refreshed=refreshed)
+        written = {
+            b["idempotency_key"]: b["state"]
+            for b in batch
+            if b["idempotency_key"] not in existing or existing[b["idempotency_key"]] in REPLANNABLE
+        }
+        return UpsertCounts(
+            new=len(keys) - len(existing),
+            refreshed=sum(1 for state in existing.values() if state in REPLANNABLE),
+            planned=sum(1 for state in written.values() if state == PLANNED),
+            suppressed=sum(1 for state in written.values() if state == SUPPRESSED),
+        )
 
     def supersede_stale(self, campaign: str, as_of: date) -> int:
         """Suppress rows planned on an earlier day that today's plan did not refresh.
@@ -608,6 +635,26 @@ class DunningStore:
                 self._insert_ignore("opt_out", ("phone", "reason", "created_at"), ("phone",)),
                 {"phone": phone, "reason": reason, "created_at": utcnow()},
             )
+
+    def recent_contacts(self, phones: Iterable[str], since: datetime) -> dict[str, datetime]:
+        """Return, per number, the last time a message to it was submitted since ``since`` (any campaign)."""
+        phones = list(set(phones))
+        found: dict[str, datetime] = {}
+        sent = (SUBMITTED, DELIVERED, UNDELIVERED, EXPIRED, UNKNOWN)
+        with self.engine.connect() as conn:
+            for chunk in _chunks(phones, 900):
+                rows = conn.execute(
+                    sa.text(
+                        "SELECT phone, MAX(submitted_at) FROM contact_ledger WHERE phone IN :phones "
+                        "AND state IN :sent AND submitted_at >= :since GROUP BY phone"
+                    ).bindparams(
+                        sa.bindparam("phones", expanding=True), sa.bindparam("sent", expanding=True)
+                    ),
+                    {"phones": list(chunk), "sent": list(sent), "since": since},
+                ).all()
+                for phone, last in rows:
+                    found[phone] = last if isinstance(last, datetime) else datetime.fromisoformat(str(last))
+        return found
 
     def opted_out(self, phones: Iterable[str]) -> set[str]:
         """Return which of the numbers are on the opt-out list."""

@@ -6,7 +6,7 @@ ledger rows. It never reads the clock; the run's as-of date is passed in.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -41,12 +41,14 @@ class TaxPaymentCampaign:
     :param gateway: the SMS gateway (Airflow connection id) the contacts go out through
     :param template: the message template under ``include/templates``
     :param max_parts: the most SMS parts a message may take
+    :param cap_days: at most one dunning contact per number within this many days (all campaigns)
     """
 
     signature: str = "示范市税务"
     gateway: str = "smpp_default"
     template: str = "sms/tax/payment_overdue.j2"
     max_parts: int = 4
+    cap_days: int = 7
     campaign: str = "tax_payment"
     stage: str = "payment_overdue"
     channel: str = "sms"
@@ -115,8 +117,16 @@ def plan_tax_payment(
     run_id: str,
     planned_at: datetime,
     campaign: TaxPaymentCampaign,
+    opted_out: Set[str] = frozenset(),
+    last_contact: Mapping[str, datetime] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield one ledger row per mobile number, listing every overdue liability behind it.
+
+    Eligibility is decided here and every decision is a row: a number on the opt-out list or
+    blacklist, a number whose liabilities are all under an approved deferral (``deferred_until``
+    on or after the as-of date), or a number contacted less than ``campaign.cap_days`` ago by
+    any campaign (the frequency cap) gives a SUPPRESSED row with the reason. The next plan of
+    the same period decides again, so a contact held by the cap goes out once the cap passes.
 
     Several taxpayers sharing one number (a tax agent, a finance officer serving several
     companies) get ONE message (DOMAIN §5-6), keyed by the number, so the weekly cap holds per
@@ -130,16 +140,45 @@ def plan_tax_payment(
     :param run_id: the Airflow run that plans (recorded on new rows)
     :param planned_at: the timestamp recorded on new rows
     :param campaign: campaign settings
+    :param opted_out: numbers on the opt-out list or blacklist
+    :param last_contact: per number, when a message to it was last submitted (any campaign)
     """
     week = campaign_week(as_of)
+    last_contact = last_contact or {}
+
+    def decide(group: list[Mapping[str, Any]]) -> dict[str, Any]:
+        phone = str(group[0]["mobile_normalized"])
+        active = [r for r in group if not _deferred(r, as_of)]
+        reason = None
+        if phone in opted_out:
+            reason = "opted_out"
+        elif not active:
+            reason = "deferral"
+        elif phone in last_contact and (as_of - last_contact[phone].date()).days < campaign.cap_days:
+            reason = f"frequency_cap: last contact {last_contact[phone].date().isoformat()}"
+        row = _tax_payment_row(active or group, as_of, week, run_id, planned_at, campaign)
+        if reason:
+            row.update(state=ledger.SUPPRESSED, reason=reason)
+        return row
+
     group: list[Mapping[str, Any]] = []
     for record in records:
         if group and record["mobile_normalized"] != group[0]["mobile_normalized"]:
-            yield _tax_payment_row(group, as_of, week, run_id, planned_at, campaign)
+            yield decide(group)
             group = []
         group.append(record)
     if group:
-        yield _tax_payment_row(group, as_of, week, run_id, planned_at, campaign)
+        yield decide(group)
+
+
+def _deferred(record: Mapping[str, Any], as_of: date) -> bool:
+    until = record.get("deferred_until")
+    if until is None or (isinstance(until, float) and until != until):  # None or NaN from pandas
+        return False
+    try:
+        return _as_date(until) >= as_of
+    except ValueError:
+        return False
 
 
 def _tax_payment_row(

@@ -57,7 +57,9 @@ def prepare_levy_overdue(df: pd.DataFrame, as_of: date) -> pd.DataFrame:
     out["taxpayer_id_review"] = [c.review for c in id_checks]
     out["taxpayer_id_reason"] = [c.reason for c in id_checks]
     out["outstanding_yuan"] = pd.to_numeric(out["outstanding"].astype("string"), errors="coerce")
-    deadlines = pd.to_datetime(out["deadline"].astype("string"), errors="coerce")
+    # Overdue is counted from the original deadline: a deferred liability is still overdue data.
+    original = "original_deadline" if "original_deadline" in out else "deadline"
+    deadlines = pd.to_datetime(out[original].astype("string"), errors="coerce")
     out["days_overdue"] = (pd.Timestamp(as_of) - deadlines).dt.days
     name = out["taxpayer_name"].astype("string").str.strip()
     out["taxpayer_name"] = name.mask(name == "", None)
@@ -75,7 +77,7 @@ def _reason(expectation: str, column: str, row: Any) -> tuple[str, str | None]:
     if column == "outstanding_yuan":
         return "outstanding amount negative, zero or above the configured bound", str(row["outstanding"])
     if column == "days_overdue":
-        return "deadline missing or implausible", str(row["deadline"])
+        return "deadline missing or implausible", str(row.get("original_deadline", row["deadline"]))
     if column == "taxpayer_name":
         return "taxpayer name missing", None
     if expectation == "expect_column_values_to_be_unique":

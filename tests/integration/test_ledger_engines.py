@@ -58,10 +58,9 @@ def store(request):
 
 def test_full_cycle_on_the_engine(store):
     rows = [planned(n) for n in range(1200)]
-    assert store.upsert_planned(rows) == ledger.UpsertCounts(new=1200, refreshed=0)
-    assert store.upsert_planned(rows) == ledger.UpsertCounts(
-        new=0, refreshed=1200
-    )  # still PLANNED: refreshed
+    assert store.upsert_planned(rows) == ledger.UpsertCounts(new=1200, refreshed=0, planned=1200)
+    again = store.upsert_planned(rows)  # still PLANNED: refreshed
+    assert again == ledger.UpsertCounts(new=0, refreshed=1200, planned=1200)
     batches = store.assign_batches("tax_payment", AS_OF, "run-1", batch_size=500)
     assert len(batches) == 3
     sent = 0
@@ -79,7 +78,9 @@ def test_full_cycle_on_the_engine(store):
     assert result["matched"] == 2400 and result["settled"] == 1200
     counts = store.ledger_counts(sent_run_id="run-1")
     assert counts == {"DELIVERED": 1199, "UNDELIVERED": 1}
-    changed = [{**r, "message_text": "changed"} for r in rows]
+    changed = [
+        {**r, "message_text": "changed", "state": ledger.SUPPRESSED, "reason": "opted_out"} for r in rows
+    ]
     assert store.upsert_planned(changed) == ledger.UpsertCounts(new=0, refreshed=0)  # sent rows untouched
     with store.engine.connect() as conn:
         assert (

@@ -78,12 +78,13 @@ def states(store):
         return [s for (s,) in conn.execute(sa.text("SELECT state FROM contact_ledger"))]
 
 
-def send(store, batch=None):
+def send(store, batch=None, **kwargs):
     from operators.smpp import SmppSendOperator
 
     if batch is None:
         (batch,) = store.assign_batches("tax_payment", AS_OF, "r1")
-    op = SmppSendOperator(task_id="send_sms", batch_id=batch)
+    kwargs.setdefault("respect_sending_window", False)
+    op = SmppSendOperator(task_id="send_sms", batch_id=batch, **kwargs)
     return op.execute({"run_id": "r1", "ti": FakeTI(), "params": {}})
 
 
@@ -125,3 +126,12 @@ def test_retry_after_failure_sends_each_row_once(store, monkeypatch):
         assert send(store, batch)["submitted"] == 0  # a further retry finds nothing to send
         assert len(sim.messages) == 5
     assert set(states(store)) == {"SUBMITTED"}
+
+
+def test_outside_the_sending_window_nothing_is_sent_and_rows_stay_planned(store, monkeypatch):
+    with SmscSimulator(port=0) as sim:
+        smpp_conn(monkeypatch, sim.port)
+        counts = send(store, respect_sending_window="True", sending_window=("00:00", "00:00"))
+        assert counts["held"] == 5 and counts["submitted"] == 0
+        assert sim.messages == []
+    assert set(states(store)) == {"PLANNED"}

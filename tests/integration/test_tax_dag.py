@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from include.demo import (
+    REHEARSAL_CONF,
     DemoLayout,
     airflow_environment,
     latest_run_figures,
@@ -64,7 +65,7 @@ def submitted_rows(layout):
 
 @pytest.fixture(scope="module")
 def first_run(layout, env, simulator):
-    run_dag("tax_dunning", AS_OF, env, layout.logs / "run1.log")
+    run_dag("tax_dunning", AS_OF, env, layout.logs / "run1.log", conf=REHEARSAL_CONF)
     return latest_run_figures(layout.store_db, "tax_dunning")
 
 
@@ -95,7 +96,7 @@ def test_ledger_states_follow_the_receipts(first_run, layout):
 
 def test_second_run_in_the_same_week_sends_nothing(first_run, layout, env, simulator):
     before = len(simulator.messages)
-    run_dag("tax_dunning", AS_OF, env, layout.logs / "run2.log")
+    run_dag("tax_dunning", AS_OF, env, layout.logs / "run2.log", conf=REHEARSAL_CONF)
     second = latest_run_figures(layout.store_db, "tax_dunning")
     assert second["run_id"] != first_run["run_id"] or second["finished_at"] != first_run["finished_at"]
     assert second["planned"] == 0

@@ -69,8 +69,10 @@ def test_create_schema_is_idempotent(store):
 
 def test_upsert_inserts_new_rows_and_refreshes_only_planned_ones(store):
     rows = [planned_row(n) for n in range(10)]
-    assert store.upsert_planned(rows) == ledger.UpsertCounts(new=10, refreshed=0)
-    assert store.upsert_planned(rows + [planned_row(10)]) == ledger.UpsertCounts(new=1, refreshed=10)
+    assert store.upsert_planned(rows) == ledger.UpsertCounts(new=10, refreshed=0, planned=10)
+    assert store.upsert_planned(rows + [planned_row(10)]) == ledger.UpsertCounts(
+        new=1, refreshed=10, planned=11
+    )
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT COUNT(*) FROM contact_ledger")).scalar_one() == 11
         amount = conn.execute(sa.text("SELECT amount FROM contact_ledger LIMIT 1")).scalar_one()
@@ -91,7 +93,7 @@ def test_refresh_updates_planned_text_and_never_touches_a_sent_row(store):
             for r in (first, second)
         ]
     )
-    assert counts == ledger.UpsertCounts(new=0, refreshed=1)
+    assert counts == ledger.UpsertCounts(new=0, refreshed=1, planned=1)
     with store.engine.connect() as conn:
         got = dict(conn.execute(sa.text("SELECT idempotency_key, message_text FROM contact_ledger")).all())
     assert got[first["idempotency_key"]] == first["message_text"]  # already sent: untouched
@@ -237,3 +239,26 @@ def test_opt_out_and_suppress(store):
 )
 def test_row_state_from_parts(parts, expected):
     assert ledger.row_state_from_parts(parts) == expected
+
+
+def test_a_suppressed_row_is_decided_again_by_the_next_plan(store):
+    held = {**planned_row(1), "state": ledger.SUPPRESSED, "reason": "frequency_cap: last contact 2026-11-20"}
+    assert store.upsert_planned([held]) == ledger.UpsertCounts(new=1, suppressed=1)
+    assert store.assign_batches("tax_payment", AS_OF, "run-1") == []
+    # two days later the cap has passed: the same key becomes PLANNED and is batched
+    later = date(2026, 11, 27)
+    counts = store.upsert_planned([{**planned_row(1), "as_of": later}])
+    assert counts == ledger.UpsertCounts(refreshed=1, planned=1)
+    (batch,) = store.assign_batches("tax_payment", later, "run-2")
+    assert len(store.batch_rows(batch)) == 1
+
+
+def test_recent_contacts_finds_the_last_submit_per_number(store):
+    store.upsert_planned([planned_row(1, phone="13800138000"), planned_row(2, phone="13900139000")])
+    (batch,) = store.assign_batches("tax_payment", AS_OF, "run-1")
+    rows = store.batch_rows(batch)
+    store.claim([r.idempotency_key for r in rows], "run-1")
+    store.record_submits("gw", [SubmitOutcome(rows[0].idempotency_key, ["m1"])])
+    recent = store.recent_contacts(["13800138000", "13900139000", "13700137000"], since=datetime(2000, 1, 1))
+    assert set(recent) == {rows[0].phone}
+    assert store.recent_contacts([rows[0].phone], since=datetime(2999, 1, 1)) == {}

@@ -34,10 +34,11 @@ def liability(
     }
 
 
-def plan(records, as_of=AS_OF):
+def plan(records, as_of=AS_OF, **eligibility):
     return list(
         planner.plan_tax_payment(
             records,
+            **eligibility,
             as_of=as_of,
             run_id="r1",
             planned_at=datetime(2026, 4, 10, 1),
@@ -160,3 +161,42 @@ def test_key_is_per_phone_so_the_weekly_cap_holds_per_person():
         ]
     )
     assert one[0]["idempotency_key"] == two[0]["idempotency_key"]
+
+
+def test_opted_out_number_is_suppressed_with_the_reason():
+    (row,) = plan([liability("A", outstanding="1.00", deadline="2026-03-16")], opted_out={"13800138000"})
+    assert (row["state"], row["reason"]) == ("SUPPRESSED", "opted_out")
+
+
+def test_deferral_in_force_suppresses_and_names_it():
+    rec = {**liability("A", outstanding="1.00", deadline="2026-03-16"), "deferred_until": "2026-05-15"}
+    (row,) = plan([rec])
+    assert (row["state"], row["reason"]) == ("SUPPRESSED", "deferral")
+    # once the deferral has ended, the liability is dunned again
+    (row,) = plan([{**rec, "deferred_until": "2026-04-09"}])
+    assert row["state"] == "PLANNED"
+
+
+def test_only_the_deferred_liability_is_left_out_of_a_shared_message():
+    rows = plan(
+        [
+            {**liability("A", outstanding="100.00", deadline="2026-03-16"), "deferred_until": "2026-06-01"},
+            liability("B", outstanding="200.00", deadline="2026-03-16"),
+        ]
+    )
+    (row,) = rows
+    assert row["state"] == "PLANNED" and row["amount"] == Decimal("200.00") and row["debtor_ids"] == "B"
+
+
+@pytest.mark.parametrize(
+    ("last", "state"),
+    [(datetime(2026, 4, 4, 10), "SUPPRESSED"), (datetime(2026, 4, 3, 10), "PLANNED")],
+    ids=["6-days-ago-held", "7-days-ago-sent"],
+)
+def test_frequency_cap_of_seven_days_across_campaigns(last, state):
+    (row,) = plan(
+        [liability("A", outstanding="1.00", deadline="2026-03-16")], last_contact={"13800138000": last}
+    )
+    assert row["state"] == state
+    if state == "SUPPRESSED":
+        assert row["reason"] == "frequency_cap: last contact 2026-04-04"

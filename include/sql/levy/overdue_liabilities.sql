@@ -1,6 +1,8 @@
 -- Tax liabilities still unpaid after their payment deadline, as of the run date.
 -- One row per liability, with the taxpayer's primary mobile as entered (validated later).
--- An approved deferral (延期缴纳) moves the deadline; while it has not passed there is no dunning.
+-- An approved deferral (延期缴纳) moves the deadline: the surcharge runs from the new one, and
+-- while it has not passed the row comes with deferred_until set so the planner records the
+-- contact as SUPPRESSED (deferral) instead of dropping it silently.
 -- Rows with a negative balance are kept on purpose: validation quarantines them with a reason.
 -- Balances are rounded to the fen: SQLite computes NUMERIC in floating point, and a fully paid
 -- liability must come out as exactly 0, not 1e-13.
@@ -18,6 +20,8 @@ SELECT
     COALESCE(p.paid, 0)                      AS paid,
     ROUND(l.principal - COALESCE(p.paid, 0), 2) AS outstanding,
     COALESCE(d.new_deadline, l.deadline)     AS deadline,
+    l.deadline                               AS original_deadline,
+    CASE WHEN d.new_deadline >= :as_of THEN d.new_deadline END AS deferred_until,
     c.mobile,
     c.role                                   AS contact_role
 FROM tax_liability l
@@ -43,6 +47,6 @@ LEFT JOIN (
 ) pc ON pc.taxpayer_id = l.taxpayer_id
 LEFT JOIN taxpayer_contact c
     ON c.contact_id = pc.contact_id
-WHERE COALESCE(d.new_deadline, l.deadline) < :as_of
+WHERE l.deadline < :as_of
   AND ROUND(l.principal - COALESCE(p.paid, 0), 2) <> 0
 ORDER BY l.taxpayer_id, l.deadline, l.liability_id
