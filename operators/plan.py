@@ -1,11 +1,11 @@
-"""Plan contacts: fees, texts and keys into the contact ledger, then split into send batches."""
+"""Plan contacts: eligibility, fees, texts and keys into the contact ledger, then send batches."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
@@ -18,14 +18,20 @@ from operators.common import (
     run_partition,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-class PlanTaxPaymentOperator(BaseOperator):
-    """Plan this week's payment dunning for overdue taxpayers and batch it for sending.
 
-    Writes one ledger row per taxpayer (UPSERT on the deterministic key: a re-run adds nothing
-    already planned), suppresses rows planned on an earlier day and never sent (their amounts
-    are stale), and splits today's sendable rows into batches per channel and gateway.
-    Returns the batch ids (XCom) for the mapped send task; pushes the counts under ``counts``.
+class PlanContactsOperator(BaseOperator):
+    """Plan one campaign's contacts for the run's as-of date and batch them for sending.
+
+    Reads the validated Parquet file, asks the campaign's planner for one decision per contact
+    (PLANNED, or SUPPRESSED with a reason: opted out, deferral, frequency cap, ...), writes them
+    to the ledger (UPSERT on the deterministic key: rows already claimed or sent are never
+    touched, unsent ones get today's decision), suppresses earlier unsent rows no longer due,
+    writes a preview CSV of the texts, and splits today's sendable rows into batches per channel
+    and gateway. Returns the batch ids (XCom) for the mapped send task; pushes the counts
+    under ``counts``. Subclasses say which campaign and planner.
 
     :param valid_path: the validated Parquet file (templated)
     :param signature: the 【signature】 of the messages (templated)
@@ -38,12 +44,13 @@ class PlanTaxPaymentOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("valid_path", "signature", "dry_run")
     ui_color = "#e9f7ef"
+    sort_columns: Sequence[str] = ("mobile_normalized",)
 
     def __init__(
         self,
         *,
         valid_path: str,
-        signature: str = "示范市税务",
+        signature: str,
         gateway: str = "smpp_default",
         batch_size: int = 500,
         max_batches: int = 1000,
@@ -60,35 +67,42 @@ class PlanTaxPaymentOperator(BaseOperator):
         self.dry_run = dry_run
         self.store_conn_id = store_conn_id
 
+    def make_campaign(self) -> Any:
+        """Return the campaign settings (checked: templates linted, ladder loaded)."""
+        raise NotImplementedError
+
+    def plan(self, frame: pd.DataFrame, campaign: Any, **decision_inputs: Any) -> Iterable[dict[str, Any]]:
+        """Return the campaign planner's rows for the sorted frame."""
+        raise NotImplementedError
+
     def execute(self, context: Any) -> list[str]:
         import pandas as pd
         from airflow.sdk import ObjectStoragePath
 
-        from include.dunning import ledger, planner
+        from include.dunning import ledger
         from include.dunning.phones import mask
 
         as_of = resolve_as_of(context)
-        campaign = planner.TaxPaymentCampaign(signature=self.signature, gateway=self.gateway)
-        campaign.lint()
+        campaign = self.make_campaign()
         with ObjectStoragePath(self.valid_path).open("rb") as fh:
             frame = pd.read_parquet(fh)
-        frame = frame.sort_values(["mobile_normalized", "taxpayer_id", "deadline"], kind="stable")
+        frame = frame.sort_values(list(self.sort_columns), kind="stable")
         store = dunning_store(self.store_conn_id)
         phones = frame["mobile_normalized"].dropna().unique().tolist()
         now = ledger.utcnow()
         rows = list(
-            planner.plan_tax_payment(
-                frame.to_dict("records"),
+            self.plan(
+                frame,
+                campaign,
                 as_of=as_of,
                 run_id=context["run_id"],
                 planned_at=now,
-                campaign=campaign,
                 opted_out=store.opted_out(phones),
                 last_contact=store.recent_contacts(phones, since=now - timedelta(days=campaign.cap_days)),
             )
         )
-        suppressed = Counter(r["reason"].split(":")[0] for r in rows if r["state"] == ledger.SUPPRESSED)
-        for reason, n in sorted(suppressed.items()):
+        decided = Counter(r["reason"].split(":")[0] for r in rows if r["state"] == ledger.SUPPRESSED)
+        for reason, n in sorted(decided.items()):
             self.log.info("decided to suppress %d contacts: %s", n, reason)
         written = store.upsert_planned(rows)
         superseded = store.supersede_stale(campaign.campaign, as_of)
@@ -96,26 +110,11 @@ class PlanTaxPaymentOperator(BaseOperator):
             self.log.info(
                 "suppressed %d rows planned earlier that today's plan no longer includes", superseded
             )
-        preview = run_partition(context) / "plan" / "messages.csv"
-        preview.parent.mkdir(parents=True, exist_ok=True)
-        with preview.open("w", encoding="utf-8-sig") as fh:
-            pd.DataFrame(
-                rows,
-                columns=[
-                    "debtor_ids",
-                    "debtor_name",
-                    "state",
-                    "reason",
-                    "parts",
-                    "amount",
-                    "surcharge",
-                    "message_text",
-                ],
-            ).assign(phone=[mask(r["phone"]) for r in rows]).to_csv(fh, index=False)
+        preview = self._write_preview(context, rows, mask)
         if as_bool(self.dry_run):
             batches: list[str] = []
             self.log.info(
-                "dry run: %d contacts planned, texts in %s; nothing will be sent", len(rows), preview
+                "dry run: %d contacts decided, texts in %s; nothing will be sent", len(rows), preview
             )
         else:
             batches = store.assign_batches(
@@ -128,7 +127,8 @@ class PlanTaxPaymentOperator(BaseOperator):
         counts = {
             "planned": written.planned,
             "suppressed": written.suppressed,
-            "suppressed_by_reason": dict(suppressed),
+            "suppressed_by_reason": dict(decided),
+            "by_stage": dict(Counter(r["stage"] for r in rows if r["state"] == ledger.PLANNED)),
             "new": written.new,
             "refreshed": written.refreshed,
             "superseded": superseded,
@@ -138,7 +138,89 @@ class PlanTaxPaymentOperator(BaseOperator):
         }
         context["ti"].xcom_push(key="counts", value=counts)
         self.log.info(
-            "planned %d contacts for %s (week %s: %d new, %d refreshed); %d send batches",
-            counts["planned"], as_of, planner.campaign_week(as_of), written.new, written.refreshed, len(batches),
+            "%s %s: %d contacts planned (%s), %d suppressed; %d send batches",
+            campaign.campaign, as_of, written.planned, counts["by_stage"], written.suppressed, len(batches),
         )  # fmt: skip
         return batches
+
+    def _write_preview(self, context: Any, rows: list[dict[str, Any]], mask: Any) -> Any:
+        import pandas as pd
+
+        preview = run_partition(context) / "plan" / "messages.csv"
+        preview.parent.mkdir(parents=True, exist_ok=True)
+        columns = ["debtor_ids", "debtor_name", "stage", "channel", "state", "reason", "parts", "amount",
+                   "surcharge", "message_text"]  # fmt: skip
+        with preview.open("w", encoding="utf-8-sig") as fh:
+            pd.DataFrame(rows, columns=columns).assign(phone=[mask(r["phone"]) for r in rows]).to_csv(
+                fh, index=False
+            )
+        return preview
+
+
+class PlanTaxPaymentOperator(PlanContactsOperator):
+    """Plan this week's tax payment dunning: one message per number, surcharge per liability."""
+
+    sort_columns = ("mobile_normalized", "taxpayer_id", "deadline")
+
+    def __init__(self, *, signature: str = "示范市税务", **kwargs: Any) -> None:
+        super().__init__(signature=signature, **kwargs)
+
+    def make_campaign(self) -> Any:
+        from include.dunning import planner
+
+        campaign = planner.TaxPaymentCampaign(signature=self.signature, gateway=self.gateway)
+        campaign.lint()
+        return campaign
+
+    def plan(self, frame: pd.DataFrame, campaign: Any, **decision_inputs: Any) -> Iterable[dict[str, Any]]:
+        from include.dunning import planner
+
+        return planner.plan_tax_payment(frame.to_dict("records"), campaign=campaign, **decision_inputs)
+
+
+class PlanPowerOperator(PlanContactsOperator):
+    """Plan today's electricity contacts on the power ladder: dunning, cut-off notices, balance alerts.
+
+    :param ladder: the ladder file or packaged name (``power``); validated before anything is planned
+    :param grace_days: days after the due date before the penalty clock starts (templated)
+    :param cross_year: ``whole_period`` or ``split_by_day`` penalty reading across a year end (templated)
+    """
+
+    template_fields: Sequence[str] = (*PlanContactsOperator.template_fields, "grace_days", "cross_year")
+    sort_columns = ("mobile_normalized", "account_no", "kind", "due_date")
+
+    def __init__(
+        self,
+        *,
+        signature: str = "示范供电",
+        ladder: str = "power",
+        grace_days: int | str = 0,
+        cross_year: str = "whole_period",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(signature=signature, **kwargs)
+        self.ladder = ladder
+        self.grace_days = grace_days
+        self.cross_year = cross_year
+
+    def make_campaign(self) -> Any:
+        from include.dunning import planner
+        from include.dunning.ladder import load_ladder
+
+        self._ladder = load_ladder(self.ladder)  # refuses a bad ladder, naming file and line
+        return planner.PowerCampaign(
+            signature=self.signature,
+            gateway=self.gateway,
+            grace_days=int(self.grace_days),
+            cross_year=str(self.cross_year),
+        )
+
+    def plan(self, frame: pd.DataFrame, campaign: Any, **decision_inputs: Any) -> Iterable[dict[str, Any]]:
+        from include.dunning import planner
+
+        return planner.plan_power(
+            frame.to_dict("records"), campaign=campaign, ladder=self._ladder, **decision_inputs
+        )
+
+
+__all__ = ["PlanContactsOperator", "PlanPowerOperator", "PlanTaxPaymentOperator"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -261,3 +261,209 @@ def _as_date(value: Any) -> date:
     if isinstance(value, date):
         return value
     return date.fromisoformat(str(value)[:10])
+
+
+# -- electricity ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PowerCampaign:
+    """Settings of the electricity dunning campaign (postpaid arrears, cut-off notices, prepaid alerts).
+
+    :param signature: the 【signature】 text, e.g. the supplier's short name
+    :param gateway: the SMS gateway (Airflow connection id)
+    :param grace_days: days after the contractual due date before the penalty clock starts
+    :param cross_year: ``whole_period`` or ``split_by_day`` (DOMAIN §3, configurable)
+    :param cutoff_notice_days: the cut-off date a notice announces, days after the as-of date
+    :param cap_days: at most one dunning contact per number within this many days (all campaigns)
+    """
+
+    signature: str = "示范供电"
+    gateway: str = "smpp_default"
+    grace_days: int = 0
+    cross_year: str = "whole_period"
+    cutoff_notice_days: int = 7
+    cap_days: int = 7
+    campaign: str = "power_dunning"
+
+
+def plan_power(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    as_of: date,
+    run_id: str,
+    planned_at: datetime,
+    campaign: PowerCampaign,
+    ladder: Any,
+    opted_out: Set[str] = frozenset(),
+    last_contact: Mapping[str, datetime] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Yield the electricity contacts of one day, one message per mobile number and purpose.
+
+    Records are the billing system's dunning items (``kind`` ``bill`` or ``balance``), sorted by
+    ``mobile_normalized``. For the bills behind a number, the ladder's stage of the most overdue
+    bill decides the message (due-date reminder, dunning, voice, cut-off notice); the message
+    lists every unpaid bill with its 违约金 (DOMAIN §3). A cut-off notice needs more than 30 days
+    overdue AND a logged payment demand (催交): the ladder refuses anything else, and bills
+    without a demand never reach that stage. Prepaid accounts below a threshold get one alert
+    per threshold per month. Opt-outs, the frequency cap and channels not available here are
+    SUPPRESSED rows with the reason.
+
+    :param records: validated dunning items, sorted by ``mobile_normalized``
+    :param as_of: the run's as-of date
+    :param run_id: the Airflow run that plans
+    :param planned_at: the timestamp recorded on new rows
+    :param campaign: campaign settings
+    :param ladder: the loaded power ladder (``include.dunning.ladder.load_ladder("power")``)
+    :param opted_out: numbers on the opt-out list or blacklist
+    :param last_contact: per number, when a message to it was last submitted (any campaign)
+    """
+    last_contact = last_contact or {}
+    group: list[Mapping[str, Any]] = []
+    for record in records:
+        if group and record["mobile_normalized"] != group[0]["mobile_normalized"]:
+            yield from _power_rows(
+                group, as_of, run_id, planned_at, campaign, ladder, opted_out, last_contact
+            )
+            group = []
+        group.append(record)
+    if group:
+        yield from _power_rows(group, as_of, run_id, planned_at, campaign, ladder, opted_out, last_contact)
+
+
+def _power_rows(
+    group: list[Mapping[str, Any]],
+    as_of: date,
+    run_id: str,
+    planned_at: datetime,
+    campaign: PowerCampaign,
+    ladder: Any,
+    opted_out: Set[str],
+    last_contact: Mapping[str, datetime],
+) -> Iterator[dict[str, Any]]:
+    phone = str(group[0]["mobile_normalized"])
+    bills = [r for r in group if r["kind"] == "bill"]
+    balances = [r for r in group if r["kind"] == "balance"]
+
+    staged = []
+    for bill in bills:
+        days = (as_of - _as_date(bill["due_date"])).days - campaign.grace_days
+        stage = ladder.overdue_stage(days, payment_demand_logged=bool(bill["demand_logged"]))
+        attempt = stage.attempt(days) if stage is not None else None
+        if attempt is not None:
+            staged.append((stage, attempt, bill))
+    if staged:
+        stage = max((s for s, _, _ in staged), key=lambda s: s.min_days_overdue or 0)
+        in_stage = [(a, b) for s, a, b in staged if s is stage]
+        anchor = min(_as_date(b["due_date"]) for _, b in in_stage)
+        attempt = max(a for a, _ in in_stage)
+        penalties = {
+            str(b["item_id"]): fees.power_penalty(
+                _exact_amount(b["outstanding"]),
+                _as_date(b["due_date"]),
+                as_of,
+                customer_class=str(b["customer_class"]),
+                cross_year=campaign.cross_year,
+                grace_days=campaign.grace_days,
+            )
+            for b in bills
+        }
+        amount = sum((_exact_amount(b["outstanding"]) for b in bills), Decimal("0"))
+        earliest_due = min(_as_date(b["due_date"]) for b in bills)
+        row = _power_row(
+            phone, stage, attempt, f"{stage.name}:{anchor.isoformat()}", bills, as_of, run_id, planned_at, campaign,
+            {
+                "amount": _amount(amount),
+                "penalty": _amount(sum(penalties.values(), Decimal("0"))),
+                "due_date": _day(earliest_due),
+                "balance": None,
+                "cutoff_date": _day(as_of + timedelta(days=campaign.cutoff_notice_days)),
+            },
+            amount, sum(penalties.values(), Decimal("0")),
+        )  # fmt: skip
+        capped = phone in last_contact and (as_of - last_contact[phone].date()).days < campaign.cap_days
+        if phone in opted_out:
+            row.update(state=ledger.SUPPRESSED, reason="opted_out")
+        elif row["channel"] != "sms":
+            row.update(state=ledger.SUPPRESSED, reason="voice channel not available in this DAG yet")
+        elif stage.subject_to_weekly_cap and capped:
+            row.update(
+                state=ledger.SUPPRESSED,
+                reason=f"frequency_cap: last contact {last_contact[phone].date().isoformat()}",
+            )
+        yield row
+
+    if balances:
+        lowest = min(_exact_amount(b["balance"]) for b in balances)
+        stage = ladder.balance_stage(lowest)
+        if stage is not None:
+            threshold = stage.balance_threshold(lowest)
+            attempt = sorted(stage.balance_below, reverse=True).index(threshold) + 1
+            row = _power_row(
+                phone, stage, attempt, f"{stage.name}:{as_of:%Y-%m}", balances, as_of, run_id, planned_at, campaign,
+                {"amount": None, "penalty": None, "due_date": None, "balance": _amount(lowest), "cutoff_date": None},
+                lowest, None,
+            )  # fmt: skip
+            if phone in opted_out:
+                row.update(state=ledger.SUPPRESSED, reason="opted_out")
+            yield row
+
+
+def _power_row(
+    phone: str,
+    stage: Any,
+    attempt: int,
+    period: str,
+    items: list[Mapping[str, Any]],
+    as_of: date,
+    run_id: str,
+    planned_at: datetime,
+    campaign: PowerCampaign,
+    figures: dict[str, Any],
+    amount: Decimal | None,
+    penalty: Decimal | None,
+) -> dict[str, Any]:
+    channel = stage.channels[0].channel
+    holders: dict[str, str] = {}
+    for item in items:
+        holders.setdefault(str(item["name"]), str(item["account_no"]))
+    accounts = list(dict.fromkeys(str(i["account_no"]) for i in items))
+    template = stage.templates[channel]
+    text = templates.render(
+        template,
+        {
+            "signature": campaign.signature,
+            "name": next(iter(holders)),
+            "debtors": len(holders),
+            "account": accounts[0],
+            "accounts": accounts,
+            "count": len(accounts),
+            "as_of": _day(as_of),
+            **figures,
+        },
+    )
+    return {
+        "idempotency_key": ledger.idempotency_key(
+            campaign.campaign, period, f"tel:{phone}", stage.name, channel, attempt
+        ),
+        "campaign": campaign.campaign,
+        "period": period,
+        "as_of": as_of,
+        "debtor_id": accounts[0],
+        "debtor_ids": ",".join(accounts),
+        "debtor_name": next(iter(holders)),
+        "stage": stage.name,
+        "channel": channel,
+        "attempt": attempt,
+        "phone": phone,
+        "template": template,
+        "message_text": text,
+        "parts": templates.sms_parts(text),
+        "amount": amount,
+        "surcharge": penalty,
+        "gateway": campaign.gateway,
+        "state": ledger.PLANNED,
+        "reason": None,
+        "planned_run_id": run_id,
+        "planned_at": planned_at,
+    }

@@ -66,6 +66,30 @@ def prepare_levy_overdue(df: pd.DataFrame, as_of: date) -> pd.DataFrame:
     return out
 
 
+def prepare_billing_items(df: pd.DataFrame, as_of: date) -> pd.DataFrame:
+    """Add the derived check columns the ``billing_dunning_items`` suite asserts on."""
+    import pandas as pd
+
+    out = df.copy()
+    raw_mobile = out["mobile"].astype("string").fillna("")
+    out["mobile_normalized"] = [phones.normalize_mobile(m) for m in raw_mobile]
+    out["account_ok"] = [
+        identifiers.account_number(str(a) if a is not None else "").valid for a in out["account_no"]
+    ]
+    out["outstanding_yuan"] = pd.to_numeric(out["outstanding"].astype("string"), errors="coerce")
+    out["balance_yuan"] = pd.to_numeric(out["balance"].astype("string"), errors="coerce")
+    due = pd.to_datetime(out["due_date"].astype("string"), errors="coerce")
+    out["days_overdue"] = (pd.Timestamp(as_of) - due).dt.days
+    is_bill = out["kind"] == "bill"
+    # A bill needs an amount and a due date; a balance alert needs a balance.
+    out["item_complete"] = (is_bill & out["outstanding_yuan"].notna() & due.notna()) | (
+        ~is_bill & out["balance_yuan"].notna()
+    )
+    name = out["name"].astype("string").str.strip()
+    out["name"] = name.mask(name == "", None)
+    return out
+
+
 def _reason(expectation: str, column: str, row: Any) -> tuple[str, str | None]:
     """Return (reason, value safe to store) for one failed cell."""
     if column == "mobile_normalized":
@@ -77,9 +101,16 @@ def _reason(expectation: str, column: str, row: Any) -> tuple[str, str | None]:
     if column == "outstanding_yuan":
         return "outstanding amount negative, zero or above the configured bound", str(row["outstanding"])
     if column == "days_overdue":
-        return "deadline missing or implausible", str(row.get("original_deadline", row["deadline"]))
-    if column == "taxpayer_name":
-        return "taxpayer name missing", None
+        when = row.get("original_deadline", row.get("deadline", row.get("due_date")))
+        return "deadline missing or implausible", str(when)
+    if column in ("taxpayer_name", "name"):
+        return "name missing", None
+    if column == "account_ok":
+        return "account number (户号) not 10 or 13 digits", str(row["account_no"])
+    if column == "customer_class":
+        return "customer class neither residential nor non_residential", str(row["customer_class"])
+    if column == "item_complete":
+        return "bill without amount or due date, or balance missing", None
     if expectation == "expect_column_values_to_be_unique":
         return f"duplicate {column}", str(row[column])
     return f"{expectation} failed on {column}", str(row.get(column))

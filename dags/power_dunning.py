@@ -1,0 +1,74 @@
+"""Electricity dunning (电费催缴) on the power ladder: arrears with 违约金, cut-off notices, low balances.
+
+extract (billing system -> Parquet: unpaid postpaid bills from their due date, prepaid balances
+below the alert threshold) -> validate (GX suite, quarantine) -> plan (include/ladders/power.yaml:
+due-date reminder, dunning at +7, cut-off notice after day 30 only with a logged 催交, prepaid
+alerts; one message per number) -> send -> collect -> report. Thin on purpose.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, Param
+
+from include.paths import SQL_ROOT
+from operators.extract import SqlToParquetOperator
+from operators.pipeline import common_params, send_collect_report
+from operators.plan import PlanPowerOperator
+from operators.validate import ValidateDebtorsOperator
+
+with DAG(
+    dag_id="power_dunning",
+    description="Daily SMS reminders to electricity customers: arrears, cut-off notices, low prepaid balances",
+    schedule="0 10 * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai"),
+    catchup=False,
+    max_active_runs=1,
+    render_template_as_native_obj=True,
+    template_searchpath=[str(SQL_ROOT)],
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "owner": "dunning"},
+    params={
+        **common_params(signature="示范供电"),
+        "grace_days": Param(
+            0, type="integer", minimum=0, description="Days after the due date before 违约金 runs"
+        ),
+        "cross_year": Param(
+            "whole_period",
+            enum=["whole_period", "split_by_day"],
+            description="违约金 of bills carried across a year end: 3‰ for all days, or split by day",
+        ),
+        "balance_alert_below": Param(
+            50, type="number", description="Prepaid balances below this (yuan) are alerted"
+        ),
+    },
+    tags=["dunning", "power", "sms"],
+    doc_md=__doc__,
+) as dag:
+    extract = SqlToParquetOperator(
+        task_id="extract_dunning_items",
+        sql="billing/dunning_items.sql",
+        conn_id="billing_source",
+        dataset="dunning_items",
+        parameters={"balance_alert_below": "{{ params.balance_alert_below }}"},
+    )
+    validate = ValidateDebtorsOperator(
+        task_id="validate",
+        source_path="{{ ti.xcom_pull(task_ids='extract_dunning_items')['path'] }}",
+        suite="billing_dunning_items",
+        source="billing",
+        key_column="item_id",
+        debtor_column="account_no",
+        max_bad_share="{{ params.max_bad_share }}",
+        max_amount="{{ params.max_amount }}",
+    )
+    plan = PlanPowerOperator(
+        task_id="plan",
+        valid_path="{{ ti.xcom_pull(task_ids='validate')['path'] }}",
+        signature="{{ params.signature }}",
+        dry_run="{{ params.dry_run }}",
+        grace_days="{{ params.grace_days }}",
+        cross_year="{{ params.cross_year }}",
+    )
+    send_collect_report(extract=extract, validate=validate, plan=plan)

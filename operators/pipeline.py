@@ -1,0 +1,66 @@
+"""The shared shape of a dunning DAG: its common params, and send -> collect -> report -> watcher."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import Param
+
+from operators.report import RunReportOperator
+from operators.smpp import SmppCollectReceiptsOperator, SmppSendOperator
+from operators.watcher import RunWatcherOperator
+
+
+def common_params(*, signature: str) -> dict[str, Param]:
+    """Return the params every dunning DAG offers in the trigger form."""
+    return {
+        "as_of": Param(None, type=["null", "string"], format="date", description="As-of date; default: the logical date"),
+        "max_bad_share": Param(
+            0.2, type="number", minimum=0, maximum=1, description="Fail validation above this share of bad rows"
+        ),
+        "max_amount": Param(
+            100_000_000, type="number", minimum=0, description="Amounts above this (yuan) are quarantined"
+        ),
+        "signature": Param(signature, type="string", minLength=2, maxLength=20, description="SMS signature 【...】"),
+        "receipt_wait_seconds": Param(120, type="integer", minimum=0, description="Longest wait for delivery receipts"),
+        "respect_sending_window": Param(
+            True,
+            type="boolean",
+            description="Send SMS only 08:00-20:00 Asia/Shanghai; turn off only to rehearse on the simulator",
+        ),
+        "dry_run": Param(
+            False, type="boolean", description="Plan and render into the ledger and a preview CSV; send nothing"
+        ),
+    }  # fmt: skip
+
+
+def send_collect_report(*, extract: Any, validate: Any, plan: Any, gateway: str = "smpp_default") -> None:
+    """Wire the send, collect, report and watcher tasks after ``plan`` in the current DAG.
+
+    :param extract: the extract task (its XCom has the row count)
+    :param validate: the validate task (its XCom has the quarantined and debtor counts)
+    :param plan: the plan task (its XCom is the list of batch ids)
+    :param gateway: the SMPP connection id, also the name of the pool that caps its binds
+    """
+    send = SmppSendOperator.partial(
+        task_id="send_sms",
+        smpp_conn_id=gateway,
+        pool=gateway,
+        respect_sending_window="{{ params.respect_sending_window }}",
+        max_active_tis_per_dagrun=4,
+    ).expand(batch_id=plan.output)
+    collect = SmppCollectReceiptsOperator(
+        task_id="collect_receipts",
+        smpp_conn_id=gateway,
+        max_wait_seconds="{{ params.receipt_wait_seconds }}",
+        trigger_rule="none_failed",
+    )
+    report = RunReportOperator(
+        task_id="report",
+        extract_task_id=extract.task_id,
+        validate_task_id=validate.task_id,
+        plan_task_id=plan.task_id,
+        trigger_rule="all_done",
+    )
+    extract >> validate >> plan >> send >> collect >> report
+    [extract, validate, plan, send, collect, report] >> RunWatcherOperator(task_id="watcher")
