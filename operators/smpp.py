@@ -101,6 +101,20 @@ class SmppSendOperator(BaseOperator):
                 "batch %s: %d rows suppressed, number opted out since planning", self.batch_id, len(keys)
             )
 
+        def record(results: Sequence[Any]) -> None:
+            outcomes = [
+                SubmitOutcome(
+                    key=res.key,
+                    message_ids=res.message_ids if res.command_status == 0 else [],
+                    error_code=None if res.command_status == 0 else f"0x{res.command_status:08X}",
+                    error=res.error,
+                    permanent=res.permanent,
+                )
+                for res in results
+            ]
+            for name, n in store.record_submits(self.smpp_conn_id, outcomes).items():
+                counts[name] += n
+
         self._hook = SmppHook(self.smpp_conn_id, bind_mode="transmitter")
         try:
             with self._hook as hook:
@@ -114,18 +128,7 @@ class SmppSendOperator(BaseOperator):
                             for r in chunk
                         ]
                     )
-                    outcomes = [
-                        SubmitOutcome(
-                            key=res.key,
-                            message_ids=res.message_ids if res.command_status == 0 else [],
-                            error_code=None if res.command_status == 0 else f"0x{res.command_status:08X}",
-                            error=res.error,
-                            permanent=res.permanent,
-                        )
-                        for res in results
-                    ]
-                    for name, n in store.record_submits(self.smpp_conn_id, outcomes).items():
-                        counts[name] += n
+                    record(results)
                     self.log.info(
                         "batch %s: %d/%d rows answered (%d submitted, %d failed)",
                         self.batch_id, start + len(chunk), len(rows), counts["submitted"], counts["failed"],
@@ -135,6 +138,9 @@ class SmppSendOperator(BaseOperator):
             error = AirflowFailException if exc.permanent else AirflowException
             raise error(f"gateway {self.smpp_conn_id!r} refused the bind: {exc}") from None
         except SmppTransportError as exc:
+            # Messages fully answered before the drop are recorded now, so the retry resends
+            # only the ones truly in doubt.
+            record(exc.results)
             raise AirflowException(
                 f"gateway {self.smpp_conn_id!r}: {exc}; {counts['submitted']} rows submitted before, "
                 "the rest stay in the ledger for the retry"

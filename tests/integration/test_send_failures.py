@@ -25,14 +25,13 @@ class FakeTI:
         pass
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch):
+def make_store(tmp_path, monkeypatch, rows_count: int = 5) -> DunningStore:
     path = tmp_path / "store.sqlite"
     monkeypatch.setenv("AIRFLOW_CONN_DUNNING_STORE", json.dumps({"conn_type": "sqlite", "host": str(path)}))
     store = DunningStore(f"sqlite:///{path}")
     store.create_schema()
     rows = []
-    for n in range(5):
+    for n in range(rows_count):
         rows.append(
             {
                 "idempotency_key": ledger.idempotency_key("tax_payment", "2026-W48", f"D{n}", "s", "sms", 1),
@@ -44,7 +43,7 @@ def store(tmp_path, monkeypatch):
                 "stage": "s",
                 "channel": "sms",
                 "attempt": 1,
-                "phone": f"1380013800{n}",
+                "phone": f"138001{n:05d}",
                 "template": "t",
                 "message_text": "【示范市税务】请缴税。",
                 "parts": 1,
@@ -59,6 +58,11 @@ def store(tmp_path, monkeypatch):
         )
     store.upsert_planned(rows)
     return store
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    return make_store(tmp_path, monkeypatch)
 
 
 def free_port() -> int:
@@ -135,3 +139,23 @@ def test_outside_the_sending_window_nothing_is_sent_and_rows_stay_planned(store,
         assert counts["held"] == 5 and counts["submitted"] == 0
         assert sim.messages == []
     assert set(states(store)) == {"PLANNED"}
+
+
+def test_a_dropped_connection_leaves_only_the_unanswered_rows_uncertain(tmp_path, monkeypatch):
+    store = make_store(tmp_path, monkeypatch, rows_count=20)
+    (batch,) = store.assign_batches("tax_payment", AS_OF, "r1")
+    with SmscSimulator(port=0, disconnect_every=12) as sim:
+        smpp_conn(monkeypatch, sim.port)
+        with pytest.raises(Exception, match="127.0.0.1"):
+            send(store, batch, claim_size=20)
+        first = len(sim.messages)
+    answered = states(store).count("SUBMITTED")
+    assert answered >= 1, "messages answered before the drop are recorded, not left CLAIMED"
+    assert answered + states(store).count("CLAIMED") == 20
+    with SmscSimulator(port=0) as sim2:
+        smpp_conn(monkeypatch, sim2.port)
+        counts = send(store, batch, claim_size=20)
+    assert counts["resent_uncertain"] == 20 - answered
+    assert set(states(store)) == {"SUBMITTED"}
+    # only messages the first SMSC took without answering can have arrived twice
+    assert first - answered <= 1
