@@ -34,6 +34,7 @@ import logging
 import random
 import select
 import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -113,6 +114,19 @@ ESME_RINVPASWD = 0x0E
 ESME_RINVSYSID = 0x0F
 
 MAX_THROTTLE_RETRIES = 8
+SUBMIT_SM = 0x00000004
+SUBMIT_SM_RESP = 0x80000004
+GENERIC_NACK = 0x80000000
+_HEADER = struct.Struct(">LLLL")
+# Throttle response: the first pause after a 0x58, doubled per further episode, capped.
+THROTTLE_PAUSE = 0.02
+THROTTLE_PAUSE_MAX = 2.0
+# After a throttle the send rate is cut to this share of the rate that was throttled, then
+# grows by SPEEDUP per accepted submit_sm until the SMSC throttles again (AIMD).
+THROTTLE_DECREASE = 0.5
+THROTTLE_SPEEDUP = 1.003
+# Responses handled between two writes of new submit_sm.
+SEND_GROUP = 16
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 _FALSE = frozenset({"0", "false", "f", "no", "n", "off", ""})
 _STATUS_NAMES = {
@@ -182,6 +196,7 @@ class _Part:
     total: int
     pdu_args: dict[str, Any]
     attempts: int = 0
+    body: bytes = b""
 
 
 @dataclass
@@ -205,6 +220,42 @@ def _as_bool(value: Any, default: bool) -> bool:
     if text in _FALSE:
         return False
     raise ValueError(f"cannot read {value!r} as a boolean")
+
+
+def _cstring(value: str) -> bytes:
+    return value.encode("ascii", errors="replace") + b"\x00"
+
+
+def submit_sm_body(args: dict[str, Any]) -> bytes:
+    """Return the body of a submit_sm PDU (no header) for the hook's part arguments.
+
+    The hook encodes the one PDU it sends by the thousand itself: smpplib's generic codec
+    costs more CPU than everything else in a batch. The bytes are what smpplib generates.
+    """
+    return b"".join(
+        (
+            b"\x00",  # service_type
+            bytes((args["source_addr_ton"], args["source_addr_npi"])),
+            _cstring(args["source_addr"]),
+            bytes((args["dest_addr_ton"], args["dest_addr_npi"])),
+            _cstring(args["destination_addr"]),
+            bytes((args["esm_class"], 0, 0)),  # esm_class, protocol_id, priority_flag
+            b"\x00",  # schedule_delivery_time
+            _cstring(args["validity_period"]),
+            bytes((args["registered_delivery"], 0, args["data_coding"], 0, len(args["short_message"]))),
+            args["short_message"],
+        )
+    )
+
+
+@dataclass(slots=True)
+class _Resp:
+    """A submit_sm_resp or generic_nack decoded without smpplib (the hot path)."""
+
+    command: str
+    sequence: int
+    status: int
+    message_id: bytes | None = None
 
 
 class _NoDelayClient(smpplib.client.Client):
@@ -238,6 +289,12 @@ class SmppHook(BaseHook):
         self._bound_mode: str | None = None
         self._inbox: deque[Any] = deque()
         self._last_sent = 0.0
+        self._rxbuf = bytearray()
+        # Throttle state, kept across batches of one bind (see _throttled / _accepted).
+        self._pace = 0.0  # seconds between submit_sm imposed by throttling; 0 = none
+        self._hold_until = 0.0
+        self._throttle_streak = 0
+        self._send_times: deque[float] = deque(maxlen=256)
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -431,6 +488,7 @@ class SmppHook(BaseHook):
             ) from None
         self._bound_mode = mode
         self._last_sent = time.monotonic()
+        self._rxbuf = bytearray()
         self.log.info("Bound to SMSC %s as %s (%s)", self.address, self.system_id, mode)
         return client
 
@@ -489,14 +547,57 @@ class SmppHook(BaseHook):
     # -- low-level I/O -----------------------------------------------------------------------
 
     def _read_from(self, client: smpplib.client.Client, timeout: float) -> Any:
+        """Return the next PDU, or None when none is complete within ``timeout`` seconds.
+
+        Reads whatever the socket has into a buffer (one recv for many PDUs); submit_sm_resp
+        and generic_nack come back as :class:`_Resp`, everything else parsed by smpplib.
+        """
         sock = client._socket
         if sock is None:
             raise SmppTransportError(f"not connected to SMSC at {self.address}")
-        readable, _, _ = select.select([sock], [], [], max(0.0, timeout))
-        if not readable:
+        deadline = None
+        while True:
+            raw = self._take_pdu()
+            if raw is not None:
+                return self._decode(client, raw)
+            if deadline is None:
+                deadline = time.monotonic() + max(0.0, timeout)
+                left = max(0.0, timeout)
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+            readable, _, _ = select.select([sock], [], [], left)
+            if not readable:
+                return None
+            sock.settimeout(self.connect_timeout)
+            data = sock.recv(65536)
+            if not data:
+                raise smpplib.exceptions.ConnectionError()
+            self._rxbuf += data
+
+    def _take_pdu(self) -> bytes | None:
+        buf = self._rxbuf
+        if len(buf) < 16:
             return None
-        sock.settimeout(self.connect_timeout)
-        return client.read_pdu()
+        length = int.from_bytes(buf[:4], "big")
+        if length < 16 or length > 256 * 1024:
+            raise smpplib.exceptions.PDUError(f"PDU length {length} out of range")
+        if len(buf) < length:
+            return None
+        raw = bytes(buf[:length])
+        del buf[:length]
+        return raw
+
+    def _decode(self, client: smpplib.client.Client, raw: bytes) -> Any:
+        _length, command_id, status, sequence = _HEADER.unpack_from(raw)
+        if command_id == SUBMIT_SM_RESP:
+            end = raw.find(b"\x00", 16)
+            message_id = raw[16:end] if end >= 0 else raw[16:]
+            return _Resp("submit_sm_resp", sequence, status, message_id or None)
+        if command_id == GENERIC_NACK:
+            return _Resp("generic_nack", sequence, status)
+        return smpplib.smpp.parse_pdu(raw, client=client, allow_unknown_opt_params=True)
 
     def _read(self, timeout: float) -> Any:
         client = self._require_client()
@@ -522,6 +623,17 @@ class SmppHook(BaseHook):
             ) from None
         self._last_sent = time.monotonic()
 
+    def _send_raw(self, data: bytes) -> None:
+        client = self._require_client()
+        try:
+            client._socket.sendall(data)
+        except OSError as exc:
+            self._broken()
+            raise SmppTransportError(
+                f"connection to SMSC at {self.address} lost: {exc or 'closed'}"
+            ) from None
+        self._last_sent = time.monotonic()
+
     def _respond(self, command: str, sequence: int, status: int = ESME_ROK) -> None:
         resp = smpplib.smpp.make_pdu(command, client=self._require_client(), status=status)
         resp.sequence = sequence
@@ -535,6 +647,7 @@ class SmppHook(BaseHook):
     def _broken(self) -> None:
         client, self._client = self._client, None
         self._bound_mode = None
+        self._rxbuf = bytearray()
         if client is not None:
             self._discard(client)
 
@@ -557,9 +670,23 @@ class SmppHook(BaseHook):
 
     # -- submit ------------------------------------------------------------------------------
 
-    def _plan(self, batch: _Batch, index: int, message: OutboundSms) -> list[_Part]:
+    def _submit_defaults(self) -> dict[str, Any]:
+        """Return the submit_sm fields shared by a whole batch (extras read once)."""
+        return {
+            "dest_addr_ton": int(self._extra("dest_addr_ton", 0)),
+            "dest_addr_npi": int(self._extra("dest_addr_npi", 1)),
+            "registered_delivery": 1 if self.registered_delivery else 0,
+            "validity_period": self.validity_period(),
+            "max_parts": self.max_parts,
+            "source_addr": self.source_addr,
+        }
+
+    def _plan(
+        self, batch: _Batch, index: int, message: OutboundSms, defaults: dict[str, Any] | None = None
+    ) -> list[_Part]:
+        defaults = defaults or self._submit_defaults()
         try:
-            encoded = split_text(message.text, max_parts=self.max_parts)
+            encoded = split_text(message.text, max_parts=defaults["max_parts"])
         except MessageTooLong as exc:
             batch.results[index] = SubmitResult(
                 key=message.key,
@@ -570,23 +697,23 @@ class SmppHook(BaseHook):
             )
             batch.failed.add(index)
             return []
-        source = message.source or self.source_addr
+        source = message.source or defaults["source_addr"]
         src_ton, src_npi = self._source_ton_npi(source)
         destination = message.destination.strip()
         if destination.startswith("+"):
             destination, dst_ton = destination[1:], 1
         else:
-            dst_ton = int(self._extra("dest_addr_ton", 0))
+            dst_ton = defaults["dest_addr_ton"]
         common = {
             "source_addr_ton": src_ton,
             "source_addr_npi": src_npi,
             "source_addr": source,
             "dest_addr_ton": dst_ton,
-            "dest_addr_npi": int(self._extra("dest_addr_npi", 1)),
+            "dest_addr_npi": defaults["dest_addr_npi"],
             "destination_addr": destination,
             "data_coding": encoded.data_coding,
-            "registered_delivery": 1 if self.registered_delivery else 0,
-            "validity_period": self.validity_period(),
+            "registered_delivery": defaults["registered_delivery"],
+            "validity_period": defaults["validity_period"],
         }
         total = len(encoded.parts)
         reference = reference_for(message.key)
@@ -595,13 +722,15 @@ class SmppHook(BaseHook):
         for seq, body in enumerate(encoded.parts, start=1):
             short_message = concat_udh(reference, total, seq) + body if total > 1 else body
             args = dict(common, esm_class=0x40 if total > 1 else 0x00, short_message=short_message)
-            parts.append(_Part(index=index, seq=seq, total=total, pdu_args=args))
+            parts.append(_Part(index=index, seq=seq, total=total, pdu_args=args, body=submit_sm_body(args)))
         return parts
 
     def submit_batch(self, messages: Sequence[OutboundSms]) -> list[SubmitResult]:
         """Submit every message, keeping up to ``window`` submit_sm unanswered; return one result each.
 
-        Throttled (0x58) and queue-full (0x14) parts are sent again after a jittered back-off.
+        Throttled (0x58) and queue-full (0x14) parts are sent again, the same PDU under a new
+        sequence number, after the whole bind pauses and slows down (the pause doubles per
+        throttle episode; the rate is halved, then grows again with every accepted submit_sm).
         A refused part stops the rest of its message. Messages over ``max_parts`` are not sent.
 
         :param messages: the batch, in ledger order
@@ -620,70 +749,126 @@ class SmppHook(BaseHook):
                 for m in messages
             ],
         )
+        defaults = self._submit_defaults()
         queue: deque[_Part] = deque()
-        for index, message in enumerate(messages):
-            queue.extend(self._plan(batch, index, message))
+        planned = 0  # messages [0, planned) are split and encoded into parts
+
+        def plan(count: int) -> None:
+            nonlocal planned
+            for index in range(planned, min(planned + count, len(messages))):
+                queue.extend(self._plan(batch, index, messages[index], defaults))
+                planned = index + 1
+
         outstanding: dict[int, _Part] = {}
         backoff: list[tuple[float, int, _Part]] = []
         tie = itertools.count()
-        interval = 1.0 / self.rate_limit if self.rate_limit else 0.0
+        window = self.window
+        response_timeout = self.response_timeout
+        base_interval = 1.0 / self.rate_limit if self.rate_limit else 0.0
         next_send = time.monotonic()
         last_progress = time.monotonic()
         try:
-            while queue or outstanding or backoff:
+            while queue or outstanding or backoff or planned < len(messages):
+                if planned < len(messages) and len(queue) < window:
+                    plan(window - len(queue))
                 now = time.monotonic()
                 while backoff and backoff[0][0] <= now:
                     queue.appendleft(heapq.heappop(backoff)[2])
-                while queue and len(outstanding) < self.window and now >= next_send:
-                    part = queue.popleft()
-                    if part.index in batch.failed:
-                        continue
-                    pdu = smpplib.smpp.make_pdu("submit_sm", client=client, **part.pdu_args)
+                interval = max(base_interval, self._pace)
+                if queue and len(outstanding) < window and now >= next_send and now >= self._hold_until:
                     if not outstanding:
                         last_progress = now
-                    self._send(pdu)
-                    outstanding[pdu.sequence] = part
-                    if interval:
-                        next_send = max(next_send + interval, now)
-                        now = time.monotonic()
-                if not outstanding and not queue and not backoff:
+                    chunks = []
+                    while queue and len(outstanding) < window and now >= next_send:
+                        part = queue.popleft()
+                        if part.index in batch.failed:
+                            continue
+                        sequence = client.next_sequence()
+                        chunks.append(_HEADER.pack(16 + len(part.body), SUBMIT_SM, 0, sequence) + part.body)
+                        outstanding[sequence] = part
+                        self._send_times.append(now)
+                        if interval:
+                            next_send = max(next_send + interval, now)
+                    if chunks:
+                        self._send_raw(b"".join(chunks))
+                if not outstanding and not queue and not backoff and planned == len(messages):
                     break
-                waits = [self.response_timeout - (now - last_progress)] if outstanding else [1.0]
+                now = time.monotonic()
+                waits = [response_timeout - (now - last_progress)] if outstanding else [1.0]
                 if backoff:
                     waits.append(backoff[0][0] - now)
-                if queue and len(outstanding) < self.window:
-                    waits.append(next_send - now)
+                if queue and len(outstanding) < window:
+                    waits.append(max(next_send, self._hold_until) - now)
                 pdu = self._read(max(0.0, min(waits)))
                 if pdu is None:
-                    if outstanding and time.monotonic() - last_progress >= self.response_timeout:
+                    if outstanding and time.monotonic() - last_progress >= response_timeout:
                         self._broken()
                         raise SmppTransportError(
-                            f"SMSC at {self.address} sent no submit_sm_resp for {self.response_timeout:g} s "
+                            f"SMSC at {self.address} sent no submit_sm_resp for {response_timeout:g} s "
                             f"with {len(outstanding)} submit_sm outstanding"
                         )
                     continue
-                if pdu.command in ("submit_sm_resp", "generic_nack"):
-                    part = outstanding.pop(pdu.sequence, None)
-                    if part is None:
-                        if pdu.command == "generic_nack":
-                            raise SmppTransportError(
-                                f"SMSC at {self.address} sent generic_nack {status_name(pdu.status)}"
-                            )
-                        self.log.warning("Unexpected %s sequence %d", pdu.command, pdu.sequence)
-                        continue
-                    last_progress = time.monotonic()
-                    self._settle(batch, part, pdu, backoff, tie)
-                elif pdu.command == "deliver_sm":
-                    self._inbox.append(self._parse_deliver(pdu))
-                    self._respond("deliver_sm_resp", pdu.sequence)
-                elif not self._answer_request(pdu):
-                    raise SmppTransportError(f"SMSC at {self.address} unbound during submit")
+                handled = 0
+                while pdu is not None:
+                    if pdu.command in ("submit_sm_resp", "generic_nack"):
+                        part = outstanding.pop(pdu.sequence, None)
+                        if part is None:
+                            if pdu.command == "generic_nack":
+                                raise SmppTransportError(
+                                    f"SMSC at {self.address} sent generic_nack {status_name(pdu.status)}"
+                                )
+                            self.log.warning("Unexpected %s sequence %d", pdu.command, pdu.sequence)
+                        else:
+                            last_progress = time.monotonic()
+                            self._settle(batch, part, pdu, backoff, tie)
+                    elif pdu.command == "deliver_sm":
+                        self._inbox.append(self._parse_deliver(pdu))
+                        self._respond("deliver_sm_resp", pdu.sequence)
+                    elif not self._answer_request(pdu):
+                        raise SmppTransportError(f"SMSC at {self.address} unbound during submit")
+                    # Handle responses already received before sending again, a few at a
+                    # time: sending in small groups keeps the window spread out over the
+                    # SMSC's latency instead of travelling as one block.
+                    handled += 1
+                    if handled >= SEND_GROUP and queue and len(outstanding) < window:
+                        break
+                    pdu = self._read(0.0) if len(self._rxbuf) >= 16 else None
         except SmppTransportError as exc:
             unfinished = {p.index for p in queue} | {p.index for p in outstanding.values()}
             unfinished |= {entry[2].index for entry in backoff}
+            unfinished |= set(range(planned, len(messages)))
             exc.results = [self._finish(batch, i) for i in range(len(messages)) if i not in unfinished]
             raise
         return [self._finish(batch, i) for i in range(len(messages))]
+
+    def _throttled(self, status: int) -> float:
+        """Slow the bind down after a throttle; return when the throttled part may go again."""
+        now = time.monotonic()
+        if now >= self._hold_until:  # a new episode; answers to PDUs already in flight join it
+            self._throttle_streak += 1
+            pause = min(THROTTLE_PAUSE * 2 ** (self._throttle_streak - 1), THROTTLE_PAUSE_MAX)
+            pause *= 0.75 + random.random() / 2
+            self._hold_until = now + pause
+            sent = self._send_times
+            rate = (len(sent) - 1) / (sent[-1] - sent[0]) if len(sent) > 1 and sent[-1] > sent[0] else 0.0
+            current = max(rate, 1.0 / self._pace if self._pace else 0.0)
+            if current:
+                self._pace = max(self._pace, 1.0 / (current * THROTTLE_DECREASE))
+            self.log.info(
+                "SMSC %s busy (%s): pausing %.2f s, then at most %.0f submit_sm/s",
+                self.address,
+                status_name(status),
+                pause,
+                1.0 / self._pace if self._pace else float("inf"),
+            )
+        return self._hold_until
+
+    def _accepted(self) -> None:
+        if self._pace and time.monotonic() >= self._hold_until:
+            self._throttle_streak = 0
+            self._pace /= THROTTLE_SPEEDUP
+            if self._pace < 1e-5:  # beyond 100,000/s: no pacing left
+                self._pace = 0.0
 
     def _settle(
         self, batch: _Batch, part: _Part, pdu: Any, backoff: list[tuple[float, int, _Part]], tie: Any
@@ -691,14 +876,11 @@ class SmppHook(BaseHook):
         status = int(pdu.status or 0)
         if status == ESME_ROK:
             batch.ids[part.index][part.seq - 1] = normalize_message_id(getattr(pdu, "message_id", None))
+            self._accepted()
             return
         if status in RETRY_LATER_STATUSES and part.attempts < MAX_THROTTLE_RETRIES:
             part.attempts += 1
-            delay = min(0.05 * 2**part.attempts, 5.0) * (0.5 + random.random())
-            self.log.info(
-                "SMSC %s busy (%s); resending a part in %.2f s", self.address, status_name(status), delay
-            )
-            heapq.heappush(backoff, (time.monotonic() + delay, next(tie), part))
+            heapq.heappush(backoff, (self._throttled(status), next(tie), part))
             return
         if part.index in batch.failed:
             return

@@ -11,10 +11,29 @@ into one record; delivery receipts are queued per system_id and delivered to any
 receiver or transceiver of that system_id, waiting in the queue while none is bound, and sent
 again when a session closes before answering them.
 
-Growth points (not built yet): :meth:`SmscSimulator.submit_status` (throttling 0x58, queue full
-0x14), :meth:`SmscSimulator.response_delay` (latency), :meth:`SmscSimulator.receipt_outcome`
-(late or lost receipts), :meth:`SmscSimulator.drop_sessions` (disconnects) and
-:meth:`SmscSimulator.inject_mo` (mobile-originated replies) are the places to add them.
+Rehearsal knobs (constructor arguments and CLI flags; all off by default, so the default
+simulator answers at once and accepts everything):
+
+- ``latency``: seconds before each submit_sm_resp; scheduled, not awaited, so a client's
+  window pipelines (a window of 100 at 20 ms gives ~5,000/s)
+- ``throttle_rate`` / ``throttle_burst``: a token bucket per system_id; a submit_sm over the
+  rate is answered ESME_RTHROTTLED (0x58) and not recorded
+- ``permanent_error_share`` / ``transient_error_share`` (with ``seed``): random refusals,
+  ``permanent_error_status`` (default 0x0B RINVDSTADR) and ``transient_error_status``
+  (default 0x08 RSYSERR)
+- ``disconnect_every``: every N-th accepted submit_sm is recorded, then the connection is cut
+  before its response goes out (the uncertain case a network cut makes)
+- ``receipt_delay`` and ``receipt_mix`` (share per stat: DELIVRD, UNDELIV, EXPIRED, REJECTD,
+  DELETED, UNKNOWN, ``none`` = no receipt at all), decided per destination so tests can
+  predict it (:meth:`SmscSimulator.receipt_stat_for`)
+- ``id_format``: hex, decimal or mixed message ids
+- :meth:`SmscSimulator.inject_mo` (CLI: ``--mo system_id:source:destination:text``) queues a
+  mobile-originated reply such as ``TD`` for the receivers of a system_id
+
+:meth:`SmscSimulator.messages` holds the completed messages, :meth:`SmscSimulator.received`
+every submit_sm with the status it was answered with. Subclasses can still override
+:meth:`SmscSimulator.submit_status`, :meth:`SmscSimulator.response_delay` and
+:meth:`SmscSimulator.receipt_outcome`.
 """
 
 from __future__ import annotations
@@ -26,14 +45,16 @@ import errno
 import itertools
 import json
 import logging
+import random
 import signal
 import socket
 import struct
 import sys
 import threading
+import time
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
@@ -72,6 +93,17 @@ ESME_RINVDSTADR = 0x0B
 ESME_RINVPASWD = 0x0E
 ESME_RTHROTTLED = 0x58
 
+# Receipt stat -> (err, message_state) (SMPP 3.4 appendix B, 5.2.28).
+RECEIPT_STATS = {
+    "DELIVRD": ("000", 2),
+    "EXPIRED": ("000", 3),
+    "DELETED": ("000", 4),
+    "UNDELIV": ("001", 5),
+    "UNKNOWN": ("000", 7),
+    "REJECTD": ("002", 8),
+}
+NO_RECEIPT = "none"
+
 # TLV tags.
 TAG_RECEIPTED_MESSAGE_ID = 0x001E
 TAG_SAR_MSG_REF_NUM = 0x020C
@@ -87,6 +119,38 @@ MAX_PDU_LENGTH = 64 * 1024
 SYSTEM_ID = "SMSCSIM"
 
 BIND_MODES = {BIND_TRANSMITTER: "transmitter", BIND_RECEIVER: "receiver", BIND_TRANSCEIVER: "transceiver"}
+
+
+def _receipt_mix(mix: Mapping[str, float]) -> list[tuple[float, str]]:
+    """Return cumulative (upper bound, stat) pairs for a receipt mix, normalised to 1."""
+    total = 0.0
+    for stat, share in mix.items():
+        if stat != NO_RECEIPT and stat.upper() not in RECEIPT_STATS:
+            raise ValueError(f"receipt stat must be one of {', '.join(RECEIPT_STATS)} or none, not {stat!r}")
+        if share < 0:
+            raise ValueError(f"receipt share of {stat} is negative")
+        total += share
+    if total <= 0:
+        raise ValueError("receipt_mix needs a positive share")
+    bounds, running = [], 0.0
+    for stat, share in mix.items():
+        running += share / total
+        bounds.append((running, stat if stat == NO_RECEIPT else stat.upper()))
+    return bounds
+
+
+def parse_receipt_mix(text: str) -> dict[str, float]:
+    """Parse ``DELIVRD=0.8,UNDELIV=0.1,none=0.1`` (the CLI form of ``receipt_mix``)."""
+    mix: dict[str, float] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        stat, sep, share = item.partition("=")
+        if not sep:
+            raise ValueError(f"expected STAT=SHARE, got {item!r}")
+        mix[stat.strip()] = float(share)
+    _receipt_mix(mix)
+    return mix
 
 
 class PduError(ValueError):
@@ -279,6 +343,8 @@ class _Session:
         self.closed = False
         self._sequence = itertools.count(1)
         self.awaiting: dict[int, PendingDeliver] = {}
+        self._corked: list[bytes] | None = None
+        self._later: dict[float, list[bytes]] = {}
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
 
@@ -290,8 +356,32 @@ class _Session:
         return next(self._sequence) % 0x7FFFFFFF or next(self._sequence)
 
     def send(self, data: bytes) -> None:
-        if not self.closed:
+        if self._corked is not None:
+            self._corked.append(data)
+        elif not self.closed:
             self.writer.write(data)
+
+    def send_later(self, delay: float, data: bytes) -> None:
+        """Queue ``data`` to go out after ``delay`` s; one timer per read (see uncork)."""
+        self._later.setdefault(delay, []).append(data)
+
+    def cork(self) -> None:
+        """Collect what the PDUs of one read answer, to write it in one go."""
+        self._corked = []
+
+    def flush(self) -> None:
+        if self._corked and not self.writer.is_closing():
+            self.writer.write(b"".join(self._corked))
+        if self._corked is not None:
+            self._corked.clear()
+
+    def uncork(self) -> dict[float, bytes]:
+        """Write the collected output; return the delayed output by delay, for scheduling."""
+        self.flush()
+        self._corked = None
+        later = {delay: b"".join(chunks) for delay, chunks in self._later.items()}
+        self._later.clear()
+        return later
 
 
 class SmscSimulator:
@@ -306,6 +396,20 @@ class SmscSimulator:
     :param log_path: append one JSON line per completed message to this file
     :param id_format: "hex", "decimal", or "mixed" (hex in submit_sm_resp and the TLV,
         decimal in the receipt text, like some real SMSCs)
+    :param latency: seconds before each submit_sm_resp goes out (scheduled: responses pipeline)
+    :param throttle_rate: submit_sm per second allowed per system_id (0 = no limit); over it
+        the answer is ESME_RTHROTTLED (0x58) and nothing is recorded
+    :param throttle_burst: token bucket size; defaults to a tenth of a second's worth (at least 1)
+    :param permanent_error_share: share (0-1) of submit_sm refused with ``permanent_error_status``
+    :param transient_error_share: share (0-1) refused with ``transient_error_status``
+    :param permanent_error_status: default 0x0B ESME_RINVDSTADR
+    :param transient_error_status: default 0x08 ESME_RSYSERR
+    :param seed: seed of the random refusals and of the receipt mix (None = unpredictable refusals)
+    :param disconnect_every: cut the connection after every N-th accepted submit_sm, which is
+        recorded but never answered (0 = never)
+    :param receipt_mix: share per receipt stat, e.g. ``{"DELIVRD": 0.8, "UNDELIV": 0.1,
+        "EXPIRED": 0.05, "none": 0.05}`` (``none``: no receipt); replaces ``undeliverable_share``;
+        normalised to sum to 1; decided per destination (see :meth:`receipt_stat_for`)
     """
 
     def __init__(
@@ -318,11 +422,30 @@ class SmscSimulator:
         undeliverable_share: float = 0.0,
         log_path: str | None = None,
         id_format: str = "hex",
+        latency: float = 0.0,
+        throttle_rate: float = 0.0,
+        throttle_burst: int | None = None,
+        permanent_error_share: float = 0.0,
+        transient_error_share: float = 0.0,
+        permanent_error_status: int = ESME_RINVDSTADR,
+        transient_error_status: int = ESME_RSYSERR,
+        seed: int | None = None,
+        disconnect_every: int = 0,
+        receipt_mix: Mapping[str, float] | None = None,
     ) -> None:
         if id_format not in ("hex", "decimal", "mixed"):
             raise ValueError(f"id_format must be hex, decimal or mixed, not {id_format!r}")
-        if not 0.0 <= undeliverable_share <= 1.0:
-            raise ValueError("undeliverable_share must be between 0 and 1")
+        for name, share in (
+            ("undeliverable_share", undeliverable_share),
+            ("permanent_error_share", permanent_error_share),
+            ("transient_error_share", transient_error_share),
+        ):
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if permanent_error_share + transient_error_share > 1.0:
+            raise ValueError("permanent_error_share + transient_error_share must not exceed 1")
+        if latency < 0 or throttle_rate < 0 or disconnect_every < 0:
+            raise ValueError("latency, throttle_rate and disconnect_every must not be negative")
         self.host = host
         self.port = port
         self.password = password
@@ -330,6 +453,19 @@ class SmscSimulator:
         self.undeliverable_share = undeliverable_share
         self.log_path = log_path
         self.id_format = id_format
+        self.latency = latency
+        self.throttle_rate = throttle_rate
+        self.throttle_burst = max(1, int(throttle_burst or throttle_rate / 10))
+        self.permanent_error_share = permanent_error_share
+        self.transient_error_share = transient_error_share
+        self.permanent_error_status = permanent_error_status
+        self.transient_error_status = transient_error_status
+        self.seed = seed
+        self.disconnect_every = disconnect_every
+        self.receipt_mix = _receipt_mix(receipt_mix) if receipt_mix else None
+        self._random = random.Random(seed)
+        self._buckets: dict[str, list[float]] = {}  # system_id -> [tokens, last refill]
+        self._received: list[dict[str, Any]] = []
 
         self._lock = threading.Lock()
         self._messages: list[dict[str, Any]] = []
@@ -433,6 +569,16 @@ class SmscSimulator:
             return [dict(m, message_ids=list(m["message_ids"])) for m in self._messages]
 
     @property
+    def received(self) -> list[dict[str, Any]]:
+        """Return every submit_sm received, in arrival order, refused ones included.
+
+        Each entry: ``system_id``, ``session`` (connection number), ``destination``, ``status``
+        (the command_status answered) and ``message_id`` (None when refused).
+        """
+        with self._lock:
+            return [dict(r) for r in self._received]
+
+    @property
     def submits(self) -> int:
         """Return how many submit_sm PDUs were accepted."""
         with self._lock:
@@ -444,6 +590,7 @@ class SmscSimulator:
             return {
                 "messages": [dict(m, message_ids=list(m["message_ids"])) for m in self._messages],
                 "submits": self._submits,
+                "received": len(self._received),
                 "receipts_sent": self._receipts_sent,
                 "receipts_queued": sum(len(q) for q in self._queues.values()),
                 "incomplete_messages": len(self._assemblies),
@@ -454,28 +601,63 @@ class SmscSimulator:
 
     def is_undeliverable(self, destination: str) -> bool:
         """Return whether receipts to ``destination`` will say UNDELIV (deterministic)."""
+        if self.receipt_mix is not None:
+            return self.receipt_stat_for(destination) == "UNDELIV"
         return zlib.crc32(destination.encode("utf-8")) % 1000 < self.undeliverable_share * 1000
+
+    def receipt_stat_for(self, destination: str) -> str | None:
+        """Return the receipt stat ``destination`` will get (None: no receipt); deterministic."""
+        if self.receipt_mix is None:
+            return "UNDELIV" if self.is_undeliverable(destination) else "DELIVRD"
+        salt = "" if self.seed is None else f"{self.seed}:"
+        point = zlib.crc32(f"{salt}{destination}".encode()) / 2**32
+        for bound, stat in self.receipt_mix:
+            if point < bound:
+                return None if stat == NO_RECEIPT else stat
+        stat = self.receipt_mix[-1][1]
+        return None if stat == NO_RECEIPT else stat
 
     # -- growth points -----------------------------------------------------------------------
 
     def submit_status(self, session_system_id: str, submit: SubmitSm) -> int:
         """Return the command_status to answer a submit_sm with (0 accepts it).
 
-        Override or extend for throttling (0x58) or a full queue (0x14).
+        In order: no destination (0x0B), over ``throttle_rate`` (0x58), then the random
+        permanent and transient refusals. Override to add more (a full queue, 0x14).
         """
         if not submit.destination:
             return ESME_RINVDSTADR
+        if self.throttle_rate and not self._take_token(session_system_id):
+            return ESME_RTHROTTLED
+        if self.permanent_error_share or self.transient_error_share:
+            draw = self._random.random()
+            if draw < self.permanent_error_share:
+                return self.permanent_error_status
+            if draw < self.permanent_error_share + self.transient_error_share:
+                return self.transient_error_status
         return ESME_ROK
 
-    def response_delay(self, submit: SubmitSm) -> float:
-        """Return seconds to wait before answering a submit_sm (latency); 0 by default."""
-        return 0.0
+    def _take_token(self, system_id: str) -> bool:
+        now = time.monotonic()
+        bucket = self._buckets.setdefault(system_id, [float(self.throttle_burst), now])
+        bucket[0] = min(float(self.throttle_burst), bucket[0] + (now - bucket[1]) * self.throttle_rate)
+        bucket[1] = now
+        if bucket[0] >= 1.0:
+            bucket[0] -= 1.0
+            return True
+        return False
 
-    def receipt_outcome(self, destination: str) -> tuple[str, str, int]:
-        """Return (stat, err, message_state) of the receipt for ``destination``."""
-        if self.is_undeliverable(destination):
-            return "UNDELIV", "001", 5
-        return "DELIVRD", "000", 2
+    def response_delay(self, submit: SubmitSm) -> float:
+        """Return seconds to wait before answering a submit_sm (``latency``; 0 by default)."""
+        return self.latency
+
+    def receipt_outcome(self, destination: str) -> tuple[str, str, int] | None:
+        """Return (stat, err, message_state) of the receipt for ``destination``; None sends none."""
+        stat = self.receipt_stat_for(destination)
+        if stat is None:
+            return None
+        err, state = RECEIPT_STATS[stat]
+        return stat, err, state
 
     def inject_mo(self, system_id: str, source: str, destination: str, text: str) -> None:
         """Queue a mobile-originated message (a reply such as 退订) for ``system_id``'s receivers.
@@ -516,15 +698,32 @@ class SmscSimulator:
         with self._lock:
             self._sessions.add(session)
         log.debug("session %s connected from %s", session.id, session.peer)
+        buffer = bytearray()
         try:
+            # Read what the socket has and answer every PDU in it with one write: a client
+            # with a window sends many PDUs per segment, and one syscall per PDU is the limit.
             while not session.closed:
-                header = await reader.readexactly(16)
-                length, command_id, status, sequence = struct.unpack(">LLLL", header)
-                if length < 16 or length > MAX_PDU_LENGTH:
-                    session.send(pdu(GENERIC_NACK, sequence, status=ESME_RINVCMDLEN))
+                data = await reader.read(65536)
+                if not data:
                     break
-                body = await reader.readexactly(length - 16)
-                await self._dispatch(session, command_id, status, sequence, body)
+                arrived = asyncio.get_running_loop().time()  # latency counts from here
+                buffer += data
+                session.cork()
+                try:
+                    while len(buffer) >= 16 and not session.closed:
+                        length, command_id, status, sequence = struct.unpack_from(">LLLL", buffer)
+                        if length < 16 or length > MAX_PDU_LENGTH:
+                            session.send(pdu(GENERIC_NACK, sequence, status=ESME_RINVCMDLEN))
+                            session.closed = True
+                            break
+                        if len(buffer) < length:
+                            break
+                        body = bytes(buffer[16:length])
+                        del buffer[:length]
+                        await self._dispatch(session, command_id, status, sequence, body)
+                finally:
+                    for delay, chunk in session.uncork().items():
+                        self._schedule(delay, session.send, chunk, at=arrived + delay)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -552,6 +751,7 @@ class SmscSimulator:
             session.send(pdu(ENQUIRE_LINK | RESP, sequence))
         elif command_id == UNBIND:
             session.send(pdu(UNBIND | RESP, sequence))
+            session.flush()
             await session.writer.drain()
             session.closed = True
         elif command_id == DELIVER_SM | RESP:
@@ -610,20 +810,38 @@ class SmscSimulator:
         def answer(data: bytes) -> None:
             # Latency is scheduled, not awaited, so a client's window still pipelines.
             if delay > 0:
-                self._schedule(delay, session.send, data)
+                session.send_later(delay, data)
             else:
                 session.send(data)
 
+        entry = {
+            "system_id": session.system_id,
+            "session": session.id,
+            "destination": submit.destination,
+            "status": status,
+            "message_id": None,
+        }
         if status != ESME_ROK:
+            with self._lock:
+                self._received.append(entry)
             answer(pdu(SUBMIT_SM | RESP, sequence, status=status))
             return
         number = next(self._message_counter)
         message_id = self._format_id(number)
+        entry["message_id"] = message_id
         with self._lock:
             self._submits += 1
+            self._received.append(entry)
+            cut = bool(self.disconnect_every) and self._submits % self.disconnect_every == 0
         # Record before answering: a client that saw the response must find the message.
         self._record_part(session.system_id, submit, concat, part_body, message_id)
-        answer(pdu(SUBMIT_SM | RESP, sequence, _cstring(message_id)))
+        if cut:
+            log.info("cutting session %s after submit_sm %d (disconnect_every)", session.id, self._submits)
+            session.flush()  # what was answered before the cut still goes out
+            session.closed = True  # drops this response and every scheduled one
+            session.writer.transport.abort()
+        else:
+            answer(pdu(SUBMIT_SM | RESP, sequence, _cstring(message_id)))
         if submit.registered_delivery & 0x01:
             submitted_at = datetime.now()
             part_text = decode_payload(submit.data_coding, part_body, errors="replace") if part_body else ""
@@ -637,14 +855,15 @@ class SmscSimulator:
                 submitted_at,
             )
 
-    def _schedule(self, delay: float, func: Any, *args: Any) -> None:
+    def _schedule(self, delay: float, func: Any, *args: Any, at: float | None = None) -> None:
         handle: asyncio.TimerHandle | None = None
 
         def fire() -> None:
             self._timers.discard(handle)  # type: ignore[arg-type]
             func(*args)
 
-        handle = asyncio.get_running_loop().call_later(delay, fire)
+        loop = asyncio.get_running_loop()
+        handle = loop.call_at(loop.time() + delay if at is None else at, fire)
         self._timers.add(handle)
 
     @staticmethod
@@ -725,14 +944,15 @@ class SmscSimulator:
         }
         with self._lock:
             self._messages.append(record)
-        log.info(
-            "message %s from %s to %s: %d part(s), data_coding %d",
-            ids[0],
-            submit.source,
-            mask(submit.destination),
-            len(bodies),
-            submit.data_coding,
-        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "message %s from %s to %s: %d part(s), data_coding %d",
+                ids[0],
+                submit.source,
+                mask(submit.destination),
+                len(bodies),
+                submit.data_coding,
+            )
         if self._log_file is not None:
             line = dict(record, ts=datetime.now().isoformat(timespec="milliseconds"))
             self._log_file.write(json.dumps(line, ensure_ascii=False) + "\n")
@@ -743,7 +963,10 @@ class SmscSimulator:
     def _receipt_due(
         self, system_id: str, submit: SubmitSm, number: int, part_text: str, submitted_at: datetime
     ) -> None:
-        stat, err, state = self.receipt_outcome(submit.destination)
+        outcome = self.receipt_outcome(submit.destination)
+        if outcome is None:
+            return
+        stat, err, state = outcome
         done_at = datetime.now()
         preview = part_text[:20].encode("ascii", errors="replace").decode("ascii")
         text = (
@@ -826,8 +1049,54 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--log", dest="log_path", default=None, help="append completed messages to this JSONL"
     )
+    rehearsal = parser.add_argument_group("rehearsal (all off by default)")
+    rehearsal.add_argument("--latency", type=float, default=0.0, help="seconds before each submit_sm_resp")
+    rehearsal.add_argument(
+        "--throttle-rate", type=float, default=0.0, help="submit_sm/s per system_id; over it: 0x58"
+    )
+    rehearsal.add_argument("--throttle-burst", type=int, default=None, help="token bucket size")
+    rehearsal.add_argument("--permanent-error-share", type=float, default=0.0, help="share refused for good")
+    rehearsal.add_argument("--transient-error-share", type=float, default=0.0, help="share refused for now")
+    rehearsal.add_argument(
+        "--permanent-error-status", type=_int_any_base, default=ESME_RINVDSTADR, help="default 0x0B"
+    )
+    rehearsal.add_argument(
+        "--transient-error-status", type=_int_any_base, default=ESME_RSYSERR, help="default 0x08"
+    )
+    rehearsal.add_argument("--seed", type=int, default=None, help="seed of refusals and receipt mix")
+    rehearsal.add_argument(
+        "--disconnect-every", type=int, default=0, help="cut the connection after every N-th submit_sm"
+    )
+    rehearsal.add_argument(
+        "--receipt-mix",
+        type=parse_receipt_mix,
+        default=None,
+        help="receipt stats, e.g. DELIVRD=0.8,UNDELIV=0.1,EXPIRED=0.05,none=0.05",
+    )
+    rehearsal.add_argument(
+        "--mo",
+        action="append",
+        default=[],
+        type=_parse_mo,
+        metavar="SYSTEM_ID:SOURCE:DESTINATION:TEXT",
+        help="queue a mobile-originated reply (repeatable), e.g. tax:13812348000:12366:TD",
+    )
+    rehearsal.add_argument(
+        "--mo-delay", type=float, default=0.0, help="seconds after start before --mo replies are queued"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every session and message")
     return parser.parse_args(argv)
+
+
+def _int_any_base(text: str) -> int:
+    return int(text, 0)
+
+
+def _parse_mo(text: str) -> tuple[str, str, str, str]:
+    parts = text.split(":", 3)
+    if len(parts) != 4 or not all(parts[:3]) or not parts[3]:
+        raise argparse.ArgumentTypeError(f"expected SYSTEM_ID:SOURCE:DESTINATION:TEXT, got {text!r}")
+    return parts[0], parts[1], parts[2], parts[3]
 
 
 @contextlib.contextmanager
@@ -857,6 +1126,16 @@ def main(argv: list[str] | None = None) -> int:
         undeliverable_share=args.undeliverable_share,
         log_path=args.log_path,
         id_format=args.id_format,
+        latency=args.latency,
+        throttle_rate=args.throttle_rate,
+        throttle_burst=args.throttle_burst,
+        permanent_error_share=args.permanent_error_share,
+        transient_error_share=args.transient_error_share,
+        permanent_error_status=args.permanent_error_status,
+        transient_error_status=args.transient_error_status,
+        seed=args.seed,
+        disconnect_every=args.disconnect_every,
+        receipt_mix=args.receipt_mix,
     )
     try:
         simulator.start()
@@ -875,6 +1154,9 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     with _stop_on_signals(stop):
         print(f"SMSC simulator listening on {args.host}:{simulator.port}", flush=True)
+        if args.mo and not stop.wait(args.mo_delay):
+            for system_id, source, destination, text in args.mo:
+                simulator.inject_mo(system_id, source, destination, text)
         while not stop.wait(0.5):
             pass
     simulator.stop()

@@ -9,7 +9,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from hooks.smpp import OutboundSms, SmppBindError, SmppHook, SmppTransportError, SubmitResult
+from hooks.smpp import (
+    OutboundSms,
+    SmppBindError,
+    SmppHook,
+    SmppTransportError,
+    SubmitResult,
+    status_name,
+)
 from include.dunning.receipts import DeliveryReceipt, normalize_message_id
 from include.dunning.sms import sms_parts
 from include.simulators.smsc import SmscSimulator
@@ -255,3 +262,118 @@ def test_extras_are_typed(
     set_connection(monkeypatch, 2775, **extra)
     got = getattr(SmppHook("smpp_test"), attribute)
     assert (got() if callable(got) else got) == value
+
+
+# -- rehearsal knobs of the simulator, against the hook ------------------------------------------
+
+
+def single_part_batch(n: int, prefix: str = "138") -> list[OutboundSms]:
+    return [OutboundSms(f"key-{i}", f"{prefix}{i:08d}", f"请缴税 #{i}") for i in range(n)]
+
+
+def test_throttled_hook_slows_down_and_every_message_arrives_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    messages = single_part_batch(600)
+    with SmscSimulator(password=PASSWORD, throttle_rate=1500, throttle_burst=20) as sim:
+        set_connection(monkeypatch, sim.port, window="50", registered_delivery="false")
+        with SmppHook("smpp_test", bind_mode="transmitter") as hook:
+            results = hook.submit_batch(messages)
+        received = sim.received
+    throttled = [r for r in received if r["status"] == 0x58]
+    accepted = [r for r in received if r["status"] == 0]
+    assert throttled, "the simulator never throttled: the test proves nothing"
+    assert all(r.command_status == 0 and len(r.message_ids) == 1 for r in results)
+    assert sorted(r["destination"] for r in accepted) == sorted(m.destination for m in messages)
+    assert [m["destination"] for m in sim.messages] == [r["destination"] for r in accepted]
+    # Every throttled message went out again with the same text and was accepted once.
+    texts = {m["destination"]: m["text"] for m in sim.messages}
+    assert all(texts[r["destination"]] == f"请缴税 #{int(r['destination'][3:])}" for r in throttled)
+    # A hook that resent at full speed would be throttled several times per message.
+    assert len(throttled) < len(messages) // 2
+
+
+def test_random_refusals_are_permanent_or_transient(monkeypatch: pytest.MonkeyPatch) -> None:
+    messages = single_part_batch(300)
+    with SmscSimulator(
+        password=PASSWORD, permanent_error_share=0.1, transient_error_share=0.1, seed=7
+    ) as sim:
+        set_connection(monkeypatch, sim.port, window="20", registered_delivery="false")
+        with SmppHook("smpp_test", bind_mode="transmitter") as hook:
+            results = hook.submit_batch(messages)
+        status_of = {r["destination"]: r["status"] for r in sim.received}
+    by_status: dict[int, int] = {}
+    for message, result in zip(messages, results, strict=True):
+        status = status_of[message.destination]
+        by_status[status] = by_status.get(status, 0) + 1
+        assert result.command_status == status
+        assert result.permanent is (status == 0x0B)
+        assert bool(result.message_ids) is (status == 0)
+        if status:
+            assert status_name(status) in (result.error or "")
+    assert set(by_status) == {0, 0x0B, 0x08}
+    assert 10 < by_status[0x0B] < 60 and 10 < by_status[0x08] < 60
+    assert len(sim.messages) == by_status[0]
+
+
+def test_disconnect_mid_batch_reports_the_answered_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    messages = single_part_batch(200)
+    with SmscSimulator(password=PASSWORD, disconnect_every=75) as sim:
+        set_connection(monkeypatch, sim.port, window="10", registered_delivery="false")
+        hook = SmppHook("smpp_test", bind_mode="transmitter")
+        with pytest.raises(SmppTransportError) as info:
+            with hook:
+                hook.submit_batch(messages)
+        recorded = sim.messages
+    results = info.value.results
+    assert len(recorded) == 75  # the 75th was recorded, its response never came
+    assert f"127.0.0.1:{sim.port}" in str(info.value)
+    ids_of = {m["destination"]: m["message_ids"] for m in recorded}
+    assert 75 - 10 <= len(results) < 75
+    for result in results:
+        destination = messages[int(result.key.split("-")[1])].destination
+        assert result.command_status == 0
+        assert result.message_ids == [normalize_message_id(i) for i in ids_of[destination]]
+    answered = {r.key for r in results}
+    assert messages[74].key not in answered  # recorded by the SMSC, uncertain to the hook
+
+
+def test_receipt_state_mix_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    mix = {"DELIVRD": 0.5, "UNDELIV": 0.2, "EXPIRED": 0.15, "REJECTD": 0.05, "none": 0.1}
+    messages = single_part_batch(200, prefix="137")
+    with SmscSimulator(password=PASSWORD, receipt_delay=0.0, receipt_mix=mix, seed=3) as sim:
+        set_connection(monkeypatch, sim.port, window="20")
+        expected = {m.destination: sim.receipt_stat_for(m.destination) for m in messages}
+        with SmppHook("smpp_test") as hook:
+            results = hook.submit_batch(messages)
+            wanted = sum(stat is not None for stat in expected.values())
+            receipts: list[DeliveryReceipt] = []
+            hook.collect(
+                on_receipt=receipts.append, idle_timeout=2, stop_when=lambda: len(receipts) >= wanted
+            )
+    destination_of = {r.message_ids[0]: m.destination for m, r in zip(messages, results, strict=True)}
+    assert len(receipts) == wanted
+    states = {"DELIVRD": 2, "UNDELIV": 5, "EXPIRED": 3, "REJECTD": 8}
+    for receipt in receipts:
+        stat = expected[destination_of[receipt.message_id]]
+        assert (receipt.stat, receipt.message_state) == (stat, states[stat])
+        assert receipt.delivered is (stat == "DELIVRD")
+    assert {r.stat for r in receipts} == set(states)
+    assert 0 < sum(stat is None for stat in expected.values()) < 40
+
+
+def test_reply_td_reaches_on_message_on_a_transceiver(
+    monkeypatch: pytest.MonkeyPatch, simulator: SmscSimulator
+) -> None:
+    set_connection(monkeypatch, simulator.port)
+    replies: list[dict] = []
+    receipts: list[DeliveryReceipt] = []
+    with SmppHook("smpp_test") as hook:
+        [result] = hook.submit_batch([OutboundSms("k-td", "13812348000", "请缴税，回复TD退订")])
+        simulator.inject_mo("tax", "13812348000", "12366", "TD")
+        hook.collect(
+            on_receipt=receipts.append,
+            on_message=replies.append,
+            idle_timeout=5,
+            stop_when=lambda: bool(replies) and bool(receipts),
+        )
+    assert replies == [{"source": "13812348000", "destination": "12366", "text": "TD"}]
+    assert [r.message_id for r in receipts] == result.message_ids

@@ -302,3 +302,100 @@ def test_cli_serves_logs_jsonl_and_stops_on_signal(tmp_path: Path, signum: int) 
     assert "Traceback" not in err
     [record] = [json.loads(x) for x in log_path.read_text(encoding="utf-8").splitlines()]
     assert record["text"] == CHINESE and record["parts"] == 3 and record["destination"] == "13812348000"
+
+
+def submit_pdu(client, destination: str):
+    return smpplib.smpp.make_pdu(
+        "submit_sm", client=client, source_addr="12366", destination_addr=destination, short_message=b"hi"
+    )
+
+
+def test_throttle_answers_0x58_over_the_rate_and_records_nothing() -> None:
+    with SmscSimulator(throttle_rate=0.5, throttle_burst=5) as sim:
+        client, _ = connect(sim, "transmitter")
+        pdus = [submit_pdu(client, f"1380000{n:04d}") for n in range(12)]
+        client._socket.sendall(b"".join(p.generate() for p in pdus))  # one window, back to back
+        statuses = {}
+        for _ in pdus:
+            resp = client.read_pdu()
+            statuses[resp.sequence] = resp.status
+        close(client)
+        received = sim.received
+    assert [statuses[p.sequence] for p in pdus] == [0] * 5 + [0x58] * 7
+    assert [r["status"] for r in received] == [0] * 5 + [0x58] * 7
+    assert [m["destination"] for m in sim.messages] == [f"1380000{n:04d}" for n in range(5)]
+
+
+def test_disconnect_every_records_the_cut_message_without_answering_it() -> None:
+    with SmscSimulator(disconnect_every=3) as sim:
+        client, _ = connect(sim, "transmitter")
+        for n in range(2):
+            client.send_pdu(submit_pdu(client, f"1390000{n:04d}"))
+            assert client.read_pdu().status == 0
+        client.send_pdu(submit_pdu(client, "13900000002"))
+        with pytest.raises(smpplib.exceptions.ConnectionError):
+            client.read_pdu()
+        client.disconnect()
+        assert len(sim.messages) == 3
+        again, _ = connect(sim, "transmitter")  # the next session works again
+        again.send_pdu(submit_pdu(again, "13900000003"))
+        assert again.read_pdu().status == 0
+        close(again)
+
+
+def test_latency_is_scheduled_so_a_window_pipelines() -> None:
+    with SmscSimulator(latency=0.2) as sim:
+        client, _ = connect(sim, "transmitter")
+        pdus = [submit_pdu(client, f"1370000{n:04d}") for n in range(50)]
+        client._socket.sendall(b"".join(p.generate() for p in pdus))
+        # A simulator that slept per PDU would need 10 s; the client's timeout is 5 s.
+        got = sorted(client.read_pdu().sequence for _ in pdus)
+        close(client)
+    assert got == sorted(p.sequence for p in pdus)
+
+
+def test_cli_rehearsal_flags_and_mo_reply(tmp_path: Path) -> None:
+    proc = _run_cli(
+        "--port",
+        "0",
+        "--receipt-delay",
+        "0",
+        "--receipt-mix",
+        "EXPIRED=1",
+        "--id-format",
+        "decimal",
+        "--mo",
+        "tax:13812348000:12366:TD",
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().strip().rsplit(":", 1)[1])
+        client = smpplib.client.Client("127.0.0.1", port, timeout=5, allow_unknown_opt_params=True)
+        client.connect()
+        client.bind_transceiver(system_id="tax", password="x")
+        reply = read_deliver(client)
+        [message_id] = submit(client, "Pay now", "13900001111", receipt=True)
+        receipt = read_deliver(client)
+        close(client)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert (reply.esm_class, reply.short_message, reply.source_addr) == (0, b"TD", b"13812348000")
+    assert message_id.isdigit()
+    assert receipt.message_state == 3 and b"stat:EXPIRED" in receipt.short_message
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"permanent_error_share": 0.7, "transient_error_share": 0.5}, id="shares-over-1"),
+        pytest.param({"receipt_mix": {"DELIVERED": 1.0}}, id="unknown-stat"),
+        pytest.param({"latency": -1}, id="negative-latency"),
+    ],
+)
+def test_bad_rehearsal_settings_are_refused(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        SmscSimulator(**kwargs)

@@ -1,0 +1,156 @@
+"""A send task SIGKILLed mid-batch and retried: nothing lost, duplicates bounded by one window.
+
+The real send path (``SmppSendOperator.execute``) runs in a child process against the SMSC
+simulator over a real socket, with 2,000 planned rows in a SQLite dunning store. The child is
+killed with SIGKILL while a window of submit_sm waits for its responses (the simulator holds
+them for ``LATENCY`` seconds), then a new process runs the same batch again, as Airflow's
+retry would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from include.dunning import ledger
+from include.dunning.ledger import DunningStore
+from include.simulators.smsc import SmscSimulator
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+AS_OF = date(2026, 11, 23)
+ROWS = 2000
+WINDOW = 50
+LATENCY = 0.1
+KILL_AFTER = 300
+
+CHILD = """
+import json, sys
+from operators.smpp import SmppSendOperator
+
+class TI:
+    dag_id = "tax_dunning"
+
+    def xcom_push(self, key, value):
+        pass
+
+op = SmppSendOperator(task_id="send_sms", batch_id=sys.argv[1])
+print("COUNTS " + json.dumps(op.execute({"run_id": "r1", "ti": TI(), "params": {}})), flush=True)
+"""
+
+
+def planned_row(n: int) -> dict:
+    return {
+        "idempotency_key": ledger.idempotency_key("tax_payment", "2026-W48", f"D{n}", "s", "sms", 1),
+        "campaign": "tax_payment",
+        "period": "2026-W48",
+        "as_of": AS_OF,
+        "debtor_id": f"D{n}",
+        "debtor_name": "某公司",
+        "stage": "s",
+        "channel": "sms",
+        "attempt": 1,
+        "phone": f"139{n:08d}",
+        "template": "t",
+        "message_text": f"【示范市税务】请缴税，编号{n}。",
+        "parts": 1,
+        "amount": None,
+        "surcharge": None,
+        "gateway": "smpp_default",
+        "state": ledger.PLANNED,
+        "reason": None,
+        "planned_run_id": "r1",
+        "planned_at": datetime(2026, 11, 23),
+    }
+
+
+def rows_by_state(store: DunningStore) -> dict[str, set[str]]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT state, phone FROM contact_ledger")).all()
+    found: dict[str, set[str]] = {}
+    for state, phone in rows:
+        found.setdefault(state, set()).add(phone)
+    return found
+
+
+def start_send(batch_id: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, batch_id],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_sigkill_mid_batch_then_retry_loses_nothing_and_bounds_duplicates(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    store = DunningStore(f"sqlite:///{path}")
+    store.create_schema()
+    store.upsert_planned(planned_row(n) for n in range(ROWS))
+    (batch_id,) = store.assign_batches("tax_payment", AS_OF, "r1", batch_size=ROWS)
+    phones = {planned_row(n)["phone"] for n in range(ROWS)}
+
+    with SmscSimulator(latency=LATENCY, receipt_delay=60) as sim:
+        smpp = {
+            "conn_type": "smpp",
+            "host": "127.0.0.1",
+            "port": sim.port,
+            "login": "dunning",
+            "password": "pw",
+            "extra": {"window": WINDOW, "connect_attempts": 2, "registered_delivery": "false"},
+        }
+        env = dict(
+            os.environ,
+            PYTHONPATH=str(REPO),
+            AIRFLOW_CONN_SMPP_DEFAULT=json.dumps(smpp),
+            AIRFLOW_CONN_DUNNING_STORE=json.dumps({"conn_type": "sqlite", "host": str(path)}),
+        )
+        first = start_send(batch_id, env)
+        try:
+            deadline = time.monotonic() + 60
+            # Kill while a whole window is on the wire and the SMSC holds its responses.
+            while not (sim.submits >= KILL_AFTER and sim.submits % WINDOW == 0):
+                assert first.poll() is None, first.communicate()[1][-2000:]
+                assert time.monotonic() < deadline, "the send never reached the kill point"
+                time.sleep(0.001)
+            os.kill(first.pid, signal.SIGKILL)
+            first.communicate(timeout=30)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        assert first.returncode == -signal.SIGKILL
+        time.sleep(LATENCY * 2)  # the cut session's held responses are dropped, nothing else comes
+        received_before = Counter(m["destination"] for m in sim.messages)
+        before = rows_by_state(store)
+        claimed = before.get(ledger.CLAIMED, set())
+
+        retry = start_send(batch_id, env)  # Airflow's retry: a new process, same batch
+        out, err = retry.communicate(timeout=120)
+        assert retry.returncode == 0, err[-2000:]
+        counts = json.loads(out.split("COUNTS ", 1)[1])
+        received = Counter(m["destination"] for m in sim.messages)
+
+    assert KILL_AFTER <= sum(received_before.values()) < ROWS
+    assert 0 < len(claimed) <= WINDOW
+    assert counts["resent_uncertain"] == len(claimed)
+    assert counts["submitted"] == ROWS - len(before.get(ledger.SUBMITTED, set()))
+    assert rows_by_state(store) == {ledger.SUBMITTED: phones}
+    assert set(received) == phones  # every planned row reached the SMSC at least once
+    duplicates = {phone for phone, n in received.items() if n > 1}
+    assert all(n <= 2 for n in received.values())
+    # Only rows claimed with no recorded response go out twice: at most one window of them.
+    assert duplicates == claimed & set(received_before)
+    assert len(duplicates) == counts["resent_uncertain"] <= WINDOW
