@@ -380,6 +380,14 @@ class DunningStore:
                             {"batch_id": batch_id, "keys": list(part)},
                         )
                     batch_ids.append(batch_id)
+        if self.dialect == "postgresql":
+            # Fresh statistics before sending: on a just-loaded ledger PostgreSQL otherwise picks a
+            # scan over every PLANNED row for each claim (measured: 26 ms per 100-row claim at
+            # 20k rows, quadratic) instead of the primary key.
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("ANALYZE contact_ledger")
+                conn.exec_driver_sql("ANALYZE message_part")
+                conn.commit()
         return batch_ids
 
     # -- send -----------------------------------------------------------------------------
@@ -451,41 +459,10 @@ class DunningStore:
         submitted = [o for o in outcomes if o.accepted]
         with self.engine.begin() as conn:
             if submitted:
-                conn.execute(
-                    sa.text(
-                        "UPDATE contact_ledger SET state = :state, message_ids = :ids, submitted_at = :now, "
-                        "error_code = NULL WHERE idempotency_key = :key AND state = :claimed"
-                    ),
-                    [
-                        {
-                            "state": SUBMITTED,
-                            "ids": ",".join(o.message_ids),
-                            "now": now,
-                            "key": o.key,
-                            "claimed": CLAIMED,
-                        }
-                        for o in submitted
-                    ],
-                )
-                part_stmt = self._insert_ignore(
-                    "message_part",
-                    ("gateway", "message_id", "idempotency_key", "part_no", "state"),
-                    ("gateway", "message_id"),
-                )
-                conn.execute(
-                    part_stmt,
-                    [
-                        {
-                            "gateway": gateway,
-                            "message_id": mid,
-                            "idempotency_key": o.key,
-                            "part_no": n,
-                            "state": SUBMITTED,
-                        }
-                        for o in submitted
-                        for n, mid in enumerate(o.message_ids, start=1)
-                    ],
-                )
+                if self.dialect == "postgresql":
+                    self._record_submitted_pg(conn, gateway, submitted, now)
+                else:
+                    self._record_submitted(conn, gateway, submitted, now)
                 counts["submitted"] = len(submitted)
             rejected = [o for o in outcomes if not o.accepted]
             for outcome in rejected:
@@ -506,6 +483,81 @@ class DunningStore:
                 )
                 counts["failed" if outcome.permanent else "transient"] += 1
         return counts
+
+    @staticmethod
+    def _record_submitted_pg(
+        conn: sa.Connection, gateway: str, submitted: Sequence[SubmitOutcome], now: datetime
+    ) -> None:
+        """Record accepted rows and their parts in two set-based statements (PostgreSQL)."""
+        conn.execute(
+            sa.text(
+                "UPDATE contact_ledger AS c SET state = :state, message_ids = v.ids, submitted_at = :now, "
+                "error_code = NULL FROM unnest(CAST(:keys AS text[]), CAST(:ids AS text[])) AS v(key, ids) "
+                "WHERE c.idempotency_key = v.key AND c.state = :claimed"
+            ),
+            {
+                "state": SUBMITTED,
+                "now": now,
+                "claimed": CLAIMED,
+                "keys": [o.key for o in submitted],
+                "ids": [",".join(o.message_ids) for o in submitted],
+            },
+        )
+        parts = [(o.key, n, mid) for o in submitted for n, mid in enumerate(o.message_ids, start=1)]
+        conn.execute(
+            sa.text(
+                "INSERT INTO message_part (gateway, message_id, idempotency_key, part_no, state) "
+                "SELECT :gateway, p.mid, p.key, p.n, :state FROM unnest(CAST(:keys AS text[]), "
+                "CAST(:ns AS integer[]), CAST(:mids AS text[])) AS p(key, n, mid) "
+                "ON CONFLICT (gateway, message_id) DO NOTHING"
+            ),
+            {
+                "gateway": gateway,
+                "state": SUBMITTED,
+                "keys": [p[0] for p in parts],
+                "ns": [p[1] for p in parts],
+                "mids": [p[2] for p in parts],
+            },
+        )
+
+    def _record_submitted(
+        self, conn: sa.Connection, gateway: str, submitted: Sequence[SubmitOutcome], now: datetime
+    ) -> None:
+        """Record accepted rows and their parts row by row (SQLite, MariaDB)."""
+        conn.execute(
+            sa.text(
+                "UPDATE contact_ledger SET state = :state, message_ids = :ids, submitted_at = :now, "
+                "error_code = NULL WHERE idempotency_key = :key AND state = :claimed"
+            ),
+            [
+                {
+                    "state": SUBMITTED,
+                    "ids": ",".join(o.message_ids),
+                    "now": now,
+                    "key": o.key,
+                    "claimed": CLAIMED,
+                }
+                for o in submitted
+            ],
+        )
+        conn.execute(
+            self._insert_ignore(
+                "message_part",
+                ("gateway", "message_id", "idempotency_key", "part_no", "state"),
+                ("gateway", "message_id"),
+            ),
+            [
+                {
+                    "gateway": gateway,
+                    "message_id": mid,
+                    "idempotency_key": o.key,
+                    "part_no": n,
+                    "state": SUBMITTED,
+                }
+                for o in submitted
+                for n, mid in enumerate(o.message_ids, start=1)
+            ],
+        )
 
     # -- receipts -------------------------------------------------------------------------
 
