@@ -8,7 +8,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from operators.common import resolve_as_of, run_partition, sql_engine
+from operators.common import DEFAULT_STORE_CONN_ID, resolve_as_of, run_partition, sql_engine
 
 
 class SqlToParquetOperator(BaseOperator):
@@ -17,12 +17,20 @@ class SqlToParquetOperator(BaseOperator):
     The file lands in the run's staging partition as ``extract/<dataset>.parquet``; it is
     written under a temporary name and renamed when complete, so readers never see half a
     file and a retry simply rewrites it. Returns the path and the row count (XCom).
+    PostgreSQL sources are read with ``COPY ... TO STDOUT``, the others with a streaming
+    cursor (see ``include.dunning.extraction``).
 
     :param sql: the query, or a ``.sql`` file under include/sql/ (templated)
     :param conn_id: Airflow connection of the source database
     :param dataset: name of the extracted data set (the file's name)
     :param parameters: bind parameters; ``as_of`` is added from the run (templated)
     :param chunk_rows: rows fetched and written per chunk (memory stays flat)
+    :param dtypes: column -> type (``"string"``, ``"decimal(14,2)"``, ``"date"``...) to pin the
+        Parquet schema; by default the types come from the source (SQLite: from the values)
+    :param watermark_column: extract incrementally: the query gets ``:since``, the highest
+        value of this column extracted so far (``None`` on the first run), kept per connection
+        and data set in the dunning store's ``extract_watermark`` table once the file is in place
+    :param store_conn_id: the dunning store (only used with ``watermark_column``)
     """
 
     template_fields: Sequence[str] = ("sql", "parameters")
@@ -38,6 +46,9 @@ class SqlToParquetOperator(BaseOperator):
         dataset: str,
         parameters: dict[str, Any] | None = None,
         chunk_rows: int = 100_000,
+        dtypes: dict[str, str] | None = None,
+        watermark_column: str | None = None,
+        store_conn_id: str = DEFAULT_STORE_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -46,47 +57,62 @@ class SqlToParquetOperator(BaseOperator):
         self.dataset = dataset
         self.parameters = parameters
         self.chunk_rows = chunk_rows
+        self.dtypes = dtypes
+        self.watermark_column = watermark_column
+        self.store_conn_id = store_conn_id
 
     def execute(self, context: Any) -> dict[str, Any]:
-        import pandas as pd
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-        import sqlalchemy as sa
+        from datetime import UTC, datetime
 
-        params = {"as_of": resolve_as_of(context), **(self.parameters or {})}
+        from airflow.exceptions import AirflowException
+
+        from include.dunning.extraction import (
+            ExtractionError,
+            extract_to_parquet,
+            read_watermark,
+            save_watermark,
+        )
+
+        params: dict[str, Any] = {"as_of": resolve_as_of(context), **(self.parameters or {})}
+        store = sql_engine(self.store_conn_id) if self.watermark_column else None
+        if store is not None:
+            params["since"] = read_watermark(store, self.conn_id, self.dataset)
+            self.log.info(
+                "extract %s: incremental since %s = %s", self.dataset, self.watermark_column, params["since"]
+            )
         target = run_partition(context) / "extract" / f"{self.dataset}.parquet"
         partial = target.with_name(f".{self.dataset}.parquet.partial")
         target.parent.mkdir(parents=True, exist_ok=True)
         engine = sql_engine(self.conn_id)
-        rows = 0
-        writer: pq.ParquetWriter | None = None
+        label = f"extract {self.dataset} from connection {self.conn_id!r}"
         try:
-            with engine.connect() as conn, partial.open("wb") as sink:
-                chunks = pd.read_sql(sa.text(self.sql), conn, params=params, chunksize=self.chunk_rows)
-                for chunk in chunks:
-                    table = pa.Table.from_pandas(chunk, preserve_index=False)
-                    if writer is None:
-                        writer = pq.ParquetWriter(sink, table.schema)
-                    writer.write_table(table.cast(writer.schema))
-                    rows += len(chunk)
-                    self.log.info("extract %s: %d rows so far", self.dataset, rows)
-                if writer is None:  # no rows: still write a file with the query's columns
-                    empty = pd.read_sql(sa.text(self.sql), conn, params=params)
-                    writer = pq.ParquetWriter(sink, pa.Table.from_pandas(empty, preserve_index=False).schema)
-                writer.close()
-        except (sa.exc.DBAPIError, pd.errors.DatabaseError) as exc:
+            with partial.open("wb") as sink:
+                result = extract_to_parquet(
+                    engine,
+                    self.sql,
+                    params,
+                    sink,
+                    chunk_rows=self.chunk_rows,
+                    dtypes=self.dtypes,
+                    watermark_column=self.watermark_column,
+                    label=label,
+                )
+        except ExtractionError as exc:
             partial.unlink(missing_ok=True)
-            # The driver's message names the table or column; the URL (and its password) is not in it.
-            cause = (
-                exc.orig
-                if isinstance(exc, sa.exc.DBAPIError)
-                else getattr(exc.__cause__, "orig", exc.__cause__)
-            )
-            raise AirflowFailException(
-                f"extract {self.dataset} from connection {self.conn_id!r} failed: {cause or exc}"
-            ) from None
+            # The message names the table and column; it never holds the URL or a password.
+            if exc.permanent:
+                raise AirflowFailException(str(exc)) from None
+            raise AirflowException(str(exc)) from None
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         finally:
             engine.dispose()
         partial.rename(target)
-        self.log.info("extract %s: %d rows written to %s", self.dataset, rows, target)
-        return {"path": str(target), "rows": rows}
+        self.log.info("extract %s: %d rows written to %s", self.dataset, result.rows, target)
+        if store is not None:
+            if result.watermark is not None:
+                save_watermark(store, self.conn_id, self.dataset, result.watermark, at=datetime.now(UTC))
+                self.log.info("extract %s: watermark now %s", self.dataset, result.watermark)
+            store.dispose()
+        return {"path": str(target), "rows": result.rows}

@@ -22,18 +22,19 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import math
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from stdnum.cn import ric as stdnum_ric
@@ -44,11 +45,16 @@ __all__ = [
     "DEFAULT_SEED",
     "SYSTEMS",
     "CoreSink",
+    "PgCopySink",
     "RowSink",
     "billing_accounts",
     "create_schema",
     "generate",
     "generate_billing",
+    "generate_debtor_table",
+    "debtor_blocks",
+    "debtor_table_ddl",
+    "DEBTOR_COLUMNS",
     "generate_levy",
     "generate_recharge",
     "main",
@@ -192,8 +198,38 @@ class CoreSink:
                 )
 
 
+class PgCopySink:
+    """Write chunks with PostgreSQL ``COPY ... FROM STDIN`` (psycopg 3), one transaction per chunk.
+
+    About ten times faster than executemany. psycopg's text dumpers render the values (Decimal,
+    date, datetime, None), so the stored rows are the same as through ``CoreSink``.
+    """
+
+    def __init__(self, engine: sa.Engine, columns: Mapping[str, Sequence[str]]) -> None:
+        if engine.dialect.name != "postgresql" or engine.dialect.driver != "psycopg":
+            raise ValueError("PgCopySink needs a postgresql+psycopg engine")
+        self.engine = engine
+        self.columns = {name: tuple(cols) for name, cols in columns.items()}
+
+    def write(self, chunk: Mapping[str, Sequence[tuple]]) -> None:
+        """Copy every table's rows of the chunk in one transaction."""
+        with self.engine.begin() as conn:
+            raw = conn.connection.dbapi_connection
+            with raw.cursor() as cur:
+                for name, rows in chunk.items():
+                    if not rows:
+                        continue
+                    cols = ", ".join(self.columns[name])
+                    with cur.copy(f"COPY {name} ({cols}) FROM STDIN") as copy:
+                        write_row = copy.write_row
+                        for row in rows:
+                            write_row(row)
+
+
 def make_sink(engine: sa.Engine, system: str) -> RowSink:
-    """Return the sink for an engine (the place to choose a COPY sink for PostgreSQL later)."""
+    """Return the fastest sink for an engine: COPY on PostgreSQL (psycopg 3), else executemany."""
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+        return PgCopySink(engine, COLUMNS[system])
     return CoreSink(engine, COLUMNS[system])
 
 
@@ -1325,3 +1361,203 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --------------------------------------------------------------------------------------
+# Debtor table for benchmarks: one wide table, vectorised (numpy + Arrow), bulk loaded
+# --------------------------------------------------------------------------------------
+
+DEBTOR_COLUMNS = (
+    "debtor_id",
+    "taxpayer_id",
+    "name",
+    "mobile",
+    "tax_office",
+    "tax_type",
+    "period",
+    "principal",
+    "paid",
+    "deadline",
+    "updated_at",
+)
+_DEBTOR_BLOCK = 100_000  # rows per random block: the rows do not depend on the chunk size
+
+
+def debtor_table_ddl(table: str = "debtor") -> str:
+    """Return the portable DDL of the benchmark debtor table (one row per overdue debt)."""
+    return f"""CREATE TABLE IF NOT EXISTS {table} (
+    debtor_id   BIGINT         NOT NULL PRIMARY KEY,
+    taxpayer_id VARCHAR(20)    NOT NULL,
+    name        VARCHAR(100)   NOT NULL,
+    mobile      VARCHAR(40)    NOT NULL,
+    tax_office  VARCHAR(100)   NOT NULL,
+    tax_type    VARCHAR(40)    NOT NULL,
+    period      VARCHAR(7)     NOT NULL,
+    principal   NUMERIC(14, 2) NOT NULL,
+    paid        NUMERIC(14, 2) NOT NULL,
+    deadline    DATE           NOT NULL,
+    updated_at  TIMESTAMP      NULL
+)"""
+
+
+def debtor_blocks(rows: int, *, as_of: date, seed: int = DEFAULT_SEED) -> Iterator[Any]:
+    """Yield the debtor table as Arrow tables of up to 100,000 rows (deterministic per seed)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    surnames = pa.array(_SURNAMES)
+    surname_p = np.diff((0.0, *_SURNAME_CUM)) / _SURNAME_CUM[-1]
+    given = pa.array(list(_GIVEN))
+    prefixes = pa.array(_MOBILE_PREFIXES)
+    prefix_p = np.diff((0.0, *_MOBILE_CUM)) / _MOBILE_CUM[-1]
+    offices = pa.array([_tax_office(d) for d in _DISTRICTS])
+    tax_types = pa.array(["增值税", "企业所得税", "个人所得税", "印花税", "房产税", "城市维护建设税"])
+    periods = pa.array(
+        [f"{y:04d}-{m:02d}" for y, m in (_add_months(as_of.year, as_of.month, -k) for k in range(2, 8))]
+    )
+    epoch_day = (as_of - date(1970, 1, 1)).days
+
+    def digits(values: Any, width: int) -> Any:
+        return pc.utf8_lpad(pa.array(values).cast(pa.string()), width=width, padding="0")
+
+    def money(cents: Any) -> Any:
+        text = pc.binary_join_element_wise(
+            pa.array(cents // 100).cast(pa.string()), digits(cents % 100, 2), "."
+        )
+        return text.cast(pa.decimal128(14, 2))
+
+    for start in range(0, rows, _DEBTOR_BLOCK):
+        n = min(_DEBTOR_BLOCK, rows - start)
+        rng = np.random.default_rng([seed, start // _DEBTOR_BLOCK])
+        ids = np.arange(start + 1, start + n + 1, dtype=np.int64)
+        taxpayer = pc.binary_join_element_wise(
+            pa.array(np.where(rng.random(n) < 0.6, "91", "92")), digits(rng.integers(0, 10**16, n), 16), ""
+        )
+        name = pc.binary_join_element_wise(
+            surnames.take(rng.choice(len(surnames), n, p=surname_p)),
+            given.take(rng.integers(0, len(given), n)),
+            given.take(rng.integers(0, len(given), n)),
+            "",
+        )
+        number = pc.binary_join_element_wise(
+            prefixes.take(rng.choice(len(prefixes), n, p=prefix_p)), digits(rng.integers(0, 10**8, n), 8), ""
+        )
+        style = rng.random(n)
+        mobile = pc.if_else(
+            pa.array(style < 0.8),
+            number,
+            pc.binary_join_element_wise(pa.array(np.where(style < 0.9, "+86 ", "0086")), number, ""),
+        )
+        cents = np.maximum(100, np.round(450_000 * np.exp(rng.normal(0.0, 1.3, n)))).astype(np.int64)
+        paid = np.where(rng.random(n) < 0.25, (cents * rng.uniform(0.1, 0.9, n)).astype(np.int64), 0)
+        deadline = epoch_day - rng.integers(1, 200, n)
+        updated = (deadline.astype(np.int64) * 86_400 + rng.integers(8 * 3600, 18 * 3600, n)) * 1_000_000
+        yield pa.table(
+            {
+                "debtor_id": pa.array(ids),
+                "taxpayer_id": taxpayer,
+                "name": name,
+                "mobile": mobile,
+                "tax_office": offices.take(rng.integers(0, len(offices), n)),
+                "tax_type": tax_types.take(rng.integers(0, len(tax_types), n)),
+                "period": periods.take(rng.integers(0, len(periods), n)),
+                "principal": money(cents),
+                "paid": money(paid),
+                "deadline": pa.array(deadline.astype(np.int32)).cast(pa.date32()),
+                "updated_at": pa.array(updated).cast(pa.timestamp("us")),
+            }
+        )
+
+
+def generate_debtor_table(
+    engine: sa.Engine,
+    rows: int,
+    *,
+    as_of: date,
+    seed: int = DEFAULT_SEED,
+    table: str = "debtor",
+) -> int:
+    """Create and fill the wide benchmark debtor table with ``rows`` rows; return the rows.
+
+    Rows are built with numpy and Arrow (no Python loop per row) and bulk loaded: COPY on
+    PostgreSQL, LOAD DATA LOCAL INFILE on MariaDB (when the server allows it), executemany on
+    SQLite. The same seed gives the same rows on every engine.
+    """
+    import os
+    import tempfile
+
+    import pyarrow.csv as pcsv
+
+    if not table.isidentifier():
+        raise ValueError(f"bad table name {table!r}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(debtor_table_ddl(table))
+    cols = ", ".join(DEBTOR_COLUMNS)
+    name = engine.dialect.name
+    written = 0
+    started = time.perf_counter()
+    for block in debtor_blocks(rows, as_of=as_of, seed=seed):
+        with engine.begin() as conn:
+            raw = conn.connection.dbapi_connection
+            if name == "postgresql" and engine.dialect.driver == "psycopg":
+                out = io.BytesIO()
+                pcsv.write_csv(block, out, pcsv.WriteOptions(include_header=False))
+                with raw.cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT csv)") as copy:
+                    copy.write(out.getbuffer())
+            elif name in ("mysql", "mariadb") and _local_infile(raw):
+                fd, path = tempfile.mkstemp(suffix=".csv")
+                os.close(fd)
+                try:
+                    pcsv.write_csv(block, path, pcsv.WriteOptions(include_header=False))
+                    with raw.cursor() as cur:
+                        cur.execute(
+                            f"LOAD DATA LOCAL INFILE %s INTO TABLE {table} CHARACTER SET utf8mb4 "
+                            "FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' "
+                            f"LINES TERMINATED BY '\\n' ({cols})",
+                            (path,),
+                        )
+                finally:
+                    os.unlink(path)
+            else:
+                data = block.to_pydict()
+                if name == "sqlite":
+                    for key in ("principal", "paid"):
+                        data[key] = [float(v) for v in data[key]]
+                    for key in ("deadline", "updated_at"):
+                        data[key] = [
+                            v.isoformat(sep=" ") if isinstance(v, datetime) else v.isoformat()
+                            for v in data[key]
+                        ]
+                marks = ", ".join(["?" if name == "sqlite" else "%s"] * len(DEBTOR_COLUMNS))
+                with raw.cursor() if name != "sqlite" else _closing_cursor(raw) as cur:
+                    cur.executemany(
+                        f"INSERT INTO {table} ({cols}) VALUES ({marks})",  # noqa: S608
+                        list(zip(*(data[c] for c in DEBTOR_COLUMNS), strict=True)),
+                    )
+        written += block.num_rows
+        log.info(
+            "debtor: %d/%d rows (%.0f rows/s)",
+            written,
+            rows,
+            written / max(time.perf_counter() - started, 1e-9),
+        )
+    return written
+
+
+def _local_infile(raw: Any) -> bool:
+    """Return whether a PyMySQL connection may use LOAD DATA LOCAL INFILE."""
+    from pymysql.constants import CLIENT
+
+    return bool(getattr(raw, "client_flag", 0) & CLIENT.LOCAL_FILES)
+
+
+class _closing_cursor:
+    def __init__(self, raw: Any) -> None:
+        self.cursor = raw.cursor()
+
+    def __enter__(self) -> Any:
+        return self.cursor
+
+    def __exit__(self, *exc: object) -> None:
+        self.cursor.close()
