@@ -124,6 +124,11 @@ class PlanContactsOperator(BaseOperator):
                 batch_size=self.batch_size,
                 max_batches=self.max_batches,
             )
+        # Batch ids are "<campaign>:<channel>:<gateway>:<run>:<n>": SMS batches go to the mapped
+        # SMPP send task (the return value), voice batches to the modem pool (XCom "voice_batches").
+        voice = [b for b in batches if b.split(":")[1] == "voice"]
+        batches = [b for b in batches if b.split(":")[1] != "voice"]
+        context["ti"].xcom_push(key="voice_batches", value=voice)
         counts = {
             "planned": written.planned,
             "suppressed": written.suppressed,
@@ -133,6 +138,7 @@ class PlanContactsOperator(BaseOperator):
             "refreshed": written.refreshed,
             "superseded": superseded,
             "batches": len(batches),
+            "voice_batches": len(voice),
             "dry_run": as_bool(self.dry_run),
             "preview": display_path(preview),
         }

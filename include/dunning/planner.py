@@ -276,6 +276,8 @@ class PowerCampaign:
     :param cross_year: ``whole_period`` or ``split_by_day`` (DOMAIN §3, configurable)
     :param cutoff_notice_days: the cut-off date a notice announces, days after the as-of date
     :param cap_days: at most one dunning contact per number within this many days (all campaigns)
+    :param voice_gateway: the modem pool voice calls go out through; None: no modems, voice
+        stages are recorded as SUPPRESSED
     """
 
     signature: str = "示范供电"
@@ -284,6 +286,7 @@ class PowerCampaign:
     cross_year: str = "whole_period"
     cutoff_notice_days: int = 7
     cap_days: int = 7
+    voice_gateway: str | None = None
     campaign: str = "power_dunning"
 
 
@@ -384,8 +387,8 @@ def _power_rows(
         capped = phone in last_contact and (as_of - last_contact[phone].date()).days < campaign.cap_days
         if phone in opted_out:
             row.update(state=ledger.SUPPRESSED, reason="opted_out")
-        elif row["channel"] != "sms":
-            row.update(state=ledger.SUPPRESSED, reason="voice channel not available in this DAG yet")
+        elif row["channel"] == "voice" and campaign.voice_gateway is None:
+            row.update(state=ledger.SUPPRESSED, reason="voice channel not configured: no modems")
         elif stage.subject_to_weekly_cap and capped:
             row.update(
                 state=ledger.SUPPRESSED,
@@ -461,7 +464,9 @@ def _power_row(
         "parts": templates.sms_parts(text),
         "amount": amount,
         "surcharge": penalty,
-        "gateway": campaign.gateway,
+        "gateway": campaign.voice_gateway
+        if channel == "voice" and campaign.voice_gateway
+        else campaign.gateway,
         "state": ledger.PLANNED,
         "reason": None,
         "planned_run_id": run_id,

@@ -94,7 +94,7 @@ def test_every_decision_is_a_row_and_voice_is_recorded_not_dropped(first_run, la
     assert states["SUPPRESSED"] >= 0
     voice = rows[rows["channel"] == "voice"]
     assert (voice["state"] == "SUPPRESSED").all()
-    assert voice["reason"].str.contains("voice channel").all()
+    assert voice["reason"].str.contains("voice channel not configured").all()
     # one message per number and purpose (dunning vs balance alert) per day
     sms = rows[rows["channel"] == "sms"]
     purpose = sms["stage"].where(sms["stage"] == "low_balance", "dunning")
