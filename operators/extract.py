@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -31,6 +32,8 @@ class SqlToParquetOperator(BaseOperator):
         value of this column extracted so far (``None`` on the first run), kept per connection
         and data set in the dunning store's ``extract_watermark`` table once the file is in place
     :param store_conn_id: the dunning store (only used with ``watermark_column``)
+    :param as_of_window: (first, last) day offsets from the as-of date; the query gets
+        ``:window_start`` and ``:window_end`` as dates (date arithmetic is not portable SQL)
     """
 
     template_fields: Sequence[str] = ("sql", "parameters")
@@ -49,9 +52,11 @@ class SqlToParquetOperator(BaseOperator):
         dtypes: dict[str, str] | None = None,
         watermark_column: str | None = None,
         store_conn_id: str = DEFAULT_STORE_CONN_ID,
+        as_of_window: tuple[int, int] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.as_of_window = as_of_window
         self.sql = sql
         self.conn_id = conn_id
         self.dataset = dataset
@@ -73,7 +78,11 @@ class SqlToParquetOperator(BaseOperator):
             save_watermark,
         )
 
-        params: dict[str, Any] = {"as_of": resolve_as_of(context), **(self.parameters or {})}
+        as_of = resolve_as_of(context)
+        params: dict[str, Any] = {"as_of": as_of, **(self.parameters or {})}
+        if self.as_of_window is not None:
+            params["window_start"] = as_of + timedelta(days=self.as_of_window[0])
+            params["window_end"] = as_of + timedelta(days=self.as_of_window[1])
         store = sql_engine(self.store_conn_id) if self.watermark_column else None
         if store is not None:
             params["since"] = read_watermark(store, self.conn_id, self.dataset)

@@ -75,6 +75,10 @@ class PlanContactsOperator(BaseOperator):
         """Return the campaign planner's rows for the sorted frame."""
         raise NotImplementedError
 
+    def after_plan(self, store: Any, frame: pd.DataFrame, *, as_of: Any, run_id: str) -> dict[str, Any]:
+        """Do campaign-specific bookkeeping beside the contacts (e.g. staff flags); return counts."""
+        return {}
+
     def execute(self, context: Any) -> list[str]:
         import pandas as pd
         from airflow.sdk import ObjectStoragePath
@@ -104,6 +108,7 @@ class PlanContactsOperator(BaseOperator):
         decided = Counter(r["reason"].split(":")[0] for r in rows if r["state"] == ledger.SUPPRESSED)
         for reason, n in sorted(decided.items()):
             self.log.info("decided to suppress %d contacts: %s", n, reason)
+        extra = self.after_plan(store, frame, as_of=as_of, run_id=context["run_id"])
         written = store.upsert_planned(rows)
         superseded = store.supersede_stale(campaign.campaign, as_of)
         if superseded:
@@ -141,6 +146,7 @@ class PlanContactsOperator(BaseOperator):
             "voice_batches": len(voice),
             "dry_run": as_bool(self.dry_run),
             "preview": display_path(preview),
+            **extra,
         }
         context["ti"].xcom_push(key="counts", value=counts)
         self.log.info(
@@ -229,4 +235,52 @@ class PlanPowerOperator(PlanContactsOperator):
         )
 
 
-__all__ = ["PlanContactsOperator", "PlanPowerOperator", "PlanTaxPaymentOperator"]
+class PlanFilingRemindersOperator(PlanContactsOperator):
+    """Plan today's tax filing reminders on the tax ladder and flag 非正常户 for staff.
+
+    Reminders go out 5 and 2 working days (ladder setting) before each upcoming filing deadline
+    to taxpayers who have not filed; taxpayers with 3 consecutive months unfiled are written to
+    the store's ``staff_flag`` table (no message).
+
+    :param ladder: the ladder file or packaged name (``tax``); validated before anything is planned
+    """
+
+    sort_columns = ("mobile_normalized", "taxpayer_id", "period")
+
+    def __init__(self, *, signature: str = "示范市税务", ladder: str = "tax", **kwargs: Any) -> None:
+        super().__init__(signature=signature, **kwargs)
+        self.ladder = ladder
+
+    def make_campaign(self) -> Any:
+        from include.dunning import planner
+        from include.dunning.ladder import load_ladder
+
+        self._ladder = load_ladder(self.ladder)
+        return planner.TaxFilingCampaign(signature=self.signature, gateway=self.gateway)
+
+    def plan(self, frame: pd.DataFrame, campaign: Any, **decision_inputs: Any) -> Iterable[dict[str, Any]]:
+        from include.dunning import planner
+
+        return planner.plan_filing_reminders(
+            frame.to_dict("records"), campaign=campaign, ladder=self._ladder, **decision_inputs
+        )
+
+    def after_plan(self, store: Any, frame: pd.DataFrame, *, as_of: Any, run_id: str) -> dict[str, Any]:
+        from include.dunning import planner
+
+        flags = planner.abnormal_taxpayers(
+            frame.to_dict("records"), as_of=as_of, ladder=self._ladder, run_id=run_id
+        )
+        new = store.flag_for_staff(flags)
+        self.log.info(
+            "非正常户: %d taxpayers with 3+ consecutive months unfiled, %d newly flagged", len(flags), new
+        )
+        return {"staff_flags": len(flags), "staff_flags_new": new}
+
+
+__all__ = [
+    "PlanContactsOperator",
+    "PlanFilingRemindersOperator",
+    "PlanPowerOperator",
+    "PlanTaxPaymentOperator",
+]

@@ -13,6 +13,7 @@ from operators.common import DEFAULT_STORE_CONN_ID, dunning_store, resolve_as_of
 PREPARERS = {
     "levy_overdue_liabilities": "include.dunning.validation:prepare_levy_overdue",
     "billing_dunning_items": "include.dunning.validation:prepare_billing_items",
+    "levy_filing_status": "include.dunning.validation:prepare_levy_filing",
 }
 
 

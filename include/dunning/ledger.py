@@ -746,6 +746,24 @@ class DunningStore:
                 },
             )
 
+    def flag_for_staff(self, flags: Sequence[Mapping[str, Any]]) -> int:
+        """Record debtors for staff follow-up; a debtor already flagged for a reason stays as it was.
+
+        :param flags: mappings with campaign, debtor_id, reason, detail, flagged_on, run_id
+        :return: how many flags are new
+        """
+        if not flags:
+            return 0
+        columns = ("campaign", "debtor_id", "reason", "detail", "flagged_on", "run_id")
+        with self.engine.begin() as conn:
+            before = conn.execute(sa.text("SELECT COUNT(*) FROM staff_flag")).scalar_one()
+            conn.execute(
+                self._insert_ignore("staff_flag", columns, ("campaign", "debtor_id", "reason")),
+                [{c: f.get(c) for c in columns} for f in flags],
+            )
+            after = conn.execute(sa.text("SELECT COUNT(*) FROM staff_flag")).scalar_one()
+        return after - before
+
     # -- quarantine and run figures -------------------------------------------------------
 
     def quarantine(self, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -856,22 +874,32 @@ class DunningStore:
                     params,
                 ).first()
             return None if found is None else LedgerRow(*found)
+        lock = ""
+        options: dict[str, Any] = {}
+        if self.dialect == "mysql":
+            # READ COMMITTED: no gap locks, which deadlock concurrent claimers when the UPDATE
+            # moves the row within ix_ledger_batch; a deadlock that still happens is retried.
+            lock, options = " FOR UPDATE SKIP LOCKED", {"isolation_level": "READ COMMITTED"}
         for _attempt in range(100):
-            with self.engine.begin() as conn:
-                lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "mysql" else ""
-                key = conn.execute(sa.text(pick + lock), params).scalar_one_or_none()
-                if key is None:
-                    return None
-                done = conn.execute(
-                    sa.text(f"{update}WHERE idempotency_key = :key AND state = :planned"),
-                    {**params, "key": key},
-                )
-                if done.rowcount == 1:
-                    found = conn.execute(
-                        sa.text(f"SELECT {columns} FROM contact_ledger WHERE idempotency_key = :key"),  # noqa: S608
-                        {"key": key},
-                    ).one()
-                    return LedgerRow(*found)
+            try:
+                with self.engine.connect().execution_options(**options) as conn, conn.begin():
+                    key = conn.execute(sa.text(pick + lock), params).scalar_one_or_none()
+                    if key is None:
+                        return None
+                    done = conn.execute(
+                        sa.text(f"{update}WHERE idempotency_key = :key AND state = :planned"),
+                        {**params, "key": key},
+                    )
+                    if done.rowcount == 1:
+                        found = conn.execute(
+                            sa.text(f"SELECT {columns} FROM contact_ledger WHERE idempotency_key = :key"),  # noqa: S608
+                            {"key": key},
+                        ).one()
+                        return LedgerRow(*found)
+            except sa.exc.OperationalError as exc:
+                if _deadlock_code(exc) is None:
+                    raise
+                log.info("claim in batch %s hit a deadlock (%s); retrying", batch_id, _deadlock_code(exc))
             # old SQLite without row locks: another claimer won this row; pick again
         raise RuntimeError(f"could not claim a row of batch {batch_id} after 100 attempts")
 
@@ -954,6 +982,223 @@ class DunningStore:
         counts.update({state: n for state, n in rows})
         return counts
 
+    # -- receipts, set-based ----------------------------------------------------------------------
+
+    def apply_receipts_bulk(self, gateway: str, receipts: Sequence[Receipt]) -> dict[str, int]:
+        """Do what ``apply_receipts`` does, with a few set-based statements instead of three per receipt.
+
+        Same semantics, same counts: receipts for unknown message ids wait in ``receipt_unmatched``
+        (the first one kept) and earlier ones are matched again; intermediate receipts (ENROUTE,
+        ACCEPTD) are ignored; when one message id gets several receipts the last one wins; a row
+        settles from all its parts (``row_state_from_parts``), also when it is already UNKNOWN.
+        PostgreSQL binds arrays (``unnest``); SQLite and MariaDB load a temporary table and update
+        through it.
+
+        :return: counts of ``matched`` receipts (including earlier unmatched ones matched now),
+            receipts still ``unmatched`` after this call, and ``settled`` rows
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            pending = conn.execute(
+                sa.text("SELECT message_id, stat, err FROM receipt_unmatched WHERE gateway = :gateway"),
+                {"gateway": gateway},
+            ).all()
+            candidates = [(m, s.upper(), e) for m, s, e in pending]
+            candidates += [(r.message_id, r.stat.upper(), r.err) for r in receipts]
+            first: dict[str, tuple[str, str | None]] = {}
+            last: dict[str, tuple[str, str | None]] = {}
+            seen: dict[str, int] = {}
+            for mid, stat, err in candidates:
+                if stat not in RECEIPT_STAT_STATE:  # ENROUTE / ACCEPTD: intermediate, nothing to settle
+                    continue
+                first.setdefault(mid, (stat, err))
+                last[mid] = (stat, err)
+                seen[mid] = seen.get(mid, 0) + 1
+            if not last:
+                return {"matched": 0, "unmatched": 0, "settled": 0}
+            if self.dialect == "postgresql":
+                keys_by_mid = self._bulk_parts_pg(conn, gateway, last, now)
+            else:
+                keys_by_mid = self._bulk_parts_tmp(conn, gateway, last, now)
+            unmatched_ids = [mid for mid in last if mid not in keys_by_mid]
+            if unmatched_ids:
+                conn.execute(
+                    self._insert_ignore(
+                        "receipt_unmatched",
+                        ("gateway", "message_id", "stat", "err", "received_at"),
+                        ("gateway", "message_id"),
+                    ),
+                    [
+                        {
+                            "gateway": gateway,
+                            "message_id": mid,
+                            "stat": first[mid][0],
+                            "err": first[mid][1],
+                            "received_at": now,
+                        }
+                        for mid in unmatched_ids
+                    ],
+                )
+            rematched = [m for m, _s, _e in pending if m in keys_by_mid]
+            for chunk in _chunks(rematched, 900):
+                conn.execute(
+                    sa.text(
+                        "DELETE FROM receipt_unmatched WHERE gateway = :gateway AND message_id IN :mids"
+                    ).bindparams(sa.bindparam("mids", expanding=True)),
+                    {"gateway": gateway, "mids": list(chunk)},
+                )
+            settled = self._settle_bulk(conn, sorted(set(keys_by_mid.values())), now)
+        matched = sum(n for mid, n in seen.items() if mid in keys_by_mid)
+        return {"matched": matched, "unmatched": sum(seen.values()) - matched, "settled": settled}
+
+    @staticmethod
+    def _bulk_parts_pg(
+        conn: sa.Connection, gateway: str, last: Mapping[str, tuple[str, str | None]], now: datetime
+    ) -> dict[str, str]:
+        """Update the known parts from arrays; return message id -> row key of every known part."""
+        mids = list(last)
+        found = conn.execute(
+            sa.text(
+                "UPDATE message_part AS p SET state = v.state, stat = v.stat, err = v.err, receipt_at = :now "
+                "FROM unnest(CAST(:mids AS text[]), CAST(:states AS text[]), CAST(:stats AS text[]), "
+                "CAST(:errs AS text[])) AS v(mid, state, stat, err) "
+                "WHERE p.gateway = :gateway AND p.message_id = v.mid RETURNING p.message_id, p.idempotency_key"
+            ),
+            {
+                "now": now,
+                "gateway": gateway,
+                "mids": mids,
+                "states": [RECEIPT_STAT_STATE[last[m][0]] for m in mids],
+                "stats": [last[m][0] for m in mids],
+                "errs": [last[m][1] for m in mids],
+            },
+        ).all()
+        return {mid: key for mid, key in found}
+
+    def _bulk_parts_tmp(
+        self, conn: sa.Connection, gateway: str, last: Mapping[str, tuple[str, str | None]], now: datetime
+    ) -> dict[str, str]:
+        """Update the known parts through a temporary table (SQLite, MariaDB); return message id -> row key."""
+        self._tmp_table(conn, "tmp_receipt", "message_id VARCHAR(80) NOT NULL PRIMARY KEY, stat VARCHAR(10), "
+                        "err VARCHAR(10), state VARCHAR(12)")  # fmt: skip
+        conn.execute(
+            sa.text(
+                "INSERT INTO tmp_receipt (message_id, stat, err, state) VALUES (:mid, :stat, :err, :state)"
+            ),
+            [
+                {"mid": mid, "stat": stat, "err": err, "state": RECEIPT_STAT_STATE[stat]}
+                for mid, (stat, err) in last.items()
+            ],
+        )
+        found = conn.execute(
+            sa.text(
+                "SELECT p.message_id, p.idempotency_key FROM message_part p "
+                "JOIN tmp_receipt t ON t.message_id = p.message_id WHERE p.gateway = :gateway"
+            ),
+            {"gateway": gateway},
+        ).all()
+        if self.dialect == "mysql":
+            conn.execute(
+                sa.text(
+                    "UPDATE message_part p JOIN tmp_receipt t ON t.message_id = p.message_id "
+                    "SET p.state = t.state, p.stat = t.stat, p.err = t.err, p.receipt_at = :now "
+                    "WHERE p.gateway = :gateway"
+                ),
+                {"now": now, "gateway": gateway},
+            )
+        else:
+            conn.execute(
+                sa.text(
+                    "UPDATE message_part SET "
+                    "state = (SELECT t.state FROM tmp_receipt t WHERE t.message_id = message_part.message_id), "
+                    "stat = (SELECT t.stat FROM tmp_receipt t WHERE t.message_id = message_part.message_id), "
+                    "err = (SELECT t.err FROM tmp_receipt t WHERE t.message_id = message_part.message_id), "
+                    "receipt_at = :now "
+                    "WHERE gateway = :gateway AND message_id IN (SELECT message_id FROM tmp_receipt)"
+                ),
+                {"now": now, "gateway": gateway},
+            )
+        self._drop_tmp_table(conn, "tmp_receipt")
+        return {mid: key for mid, key in found}
+
+    def _tmp_table(self, conn: sa.Connection, name: str, columns: str) -> None:
+        """Create (or empty) a connection-local temporary table."""
+        conn.exec_driver_sql(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({columns})")
+        conn.exec_driver_sql(f"DELETE FROM {name}")  # noqa: S608 - a name from this module
+
+    def _drop_tmp_table(self, conn: sa.Connection, name: str) -> None:
+        if self.dialect == "mysql":
+            conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {name}")
+        else:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{name}")
+
+    def _settle_bulk(self, conn: sa.Connection, keys: Sequence[str], now: datetime) -> int:
+        """Set-based ``_settle``: read the parts of the touched rows at once, update the rows at once."""
+        if not keys:
+            return 0
+        pg = self.dialect == "postgresql"
+        if pg:
+            parts = conn.execute(
+                sa.text(
+                    "SELECT idempotency_key, state FROM message_part "
+                    "WHERE idempotency_key = ANY(CAST(:keys AS text[]))"
+                ),
+                {"keys": list(keys)},
+            ).all()
+        else:
+            self._tmp_table(
+                conn, "tmp_settle", "idempotency_key VARCHAR(64) NOT NULL PRIMARY KEY, state VARCHAR(12)"
+            )
+            conn.execute(
+                sa.text("INSERT INTO tmp_settle (idempotency_key) VALUES (:key)"), [{"key": k} for k in keys]
+            )
+            parts = conn.execute(
+                sa.text(
+                    "SELECT p.idempotency_key, p.state FROM message_part p "
+                    "JOIN tmp_settle s ON s.idempotency_key = p.idempotency_key"
+                )
+            ).all()
+        by_key: dict[str, list[str]] = {}
+        for key, state in parts:
+            by_key.setdefault(key, []).append(state)
+        finals = {key: row_state_from_parts(states) for key, states in by_key.items()}
+        finals = {key: state for key, state in finals.items() if state is not None}
+        params = {"now": now, "submitted": SUBMITTED, "unknown": UNKNOWN}
+        if not finals:
+            settled = 0
+        elif pg:
+            result = conn.execute(
+                sa.text(
+                    "UPDATE contact_ledger AS c SET state = v.state, final_at = :now "
+                    "FROM unnest(CAST(:keys AS text[]), CAST(:states AS text[])) AS v(key, state) "
+                    "WHERE c.idempotency_key = v.key AND c.state IN (:submitted, :unknown)"
+                ),
+                {**params, "keys": list(finals), "states": list(finals.values())},
+            )
+            settled = result.rowcount or 0
+        else:
+            conn.exec_driver_sql("DELETE FROM tmp_settle")
+            conn.execute(
+                sa.text("INSERT INTO tmp_settle (idempotency_key, state) VALUES (:key, :state)"),
+                [{"key": k, "state": s} for k, s in finals.items()],
+            )
+            if self.dialect == "mysql":
+                sql = (
+                    "UPDATE contact_ledger c JOIN tmp_settle s ON s.idempotency_key = c.idempotency_key "
+                    "SET c.state = s.state, c.final_at = :now WHERE c.state IN (:submitted, :unknown)"
+                )
+            else:
+                sql = (
+                    "UPDATE contact_ledger SET state = (SELECT s.state FROM tmp_settle s "
+                    "WHERE s.idempotency_key = contact_ledger.idempotency_key), final_at = :now "
+                    "WHERE idempotency_key IN (SELECT idempotency_key FROM tmp_settle) "
+                    "AND state IN (:submitted, :unknown)"
+                )
+            settled = conn.execute(sa.text(sql), params).rowcount or 0
+        if not pg:
+            self._drop_tmp_table(conn, "tmp_settle")
+        return settled
+
 
 def row_state_from_parts(states: Sequence[str]) -> str | None:
     """Return a row's final state from its parts' states, or None while it is still open.
@@ -988,3 +1233,10 @@ def _sqlite_returning() -> bool:
     import sqlite3
 
     return sqlite3.sqlite_version_info >= (3, 35, 0)
+
+
+def _deadlock_code(exc: Exception) -> int | None:
+    """Return MariaDB's error code when ``exc`` is a deadlock (1213) or lock wait timeout (1205)."""
+    args = getattr(getattr(exc, "orig", None), "args", ())
+    code = args[0] if args else None
+    return code if code in (1205, 1213) else None

@@ -472,3 +472,149 @@ def _power_row(
         "planned_run_id": run_id,
         "planned_at": planned_at,
     }
+
+
+# -- tax filing reminders and 非正常户 escalation -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaxFilingCampaign:
+    """Settings of the tax filing-reminder campaign (before each filing deadline).
+
+    :param signature: the 【signature】 text
+    :param gateway: the SMS gateway (Airflow connection id)
+    :param cap_days: unused by reminders (the ladder exempts them from the weekly cap); kept
+        so every campaign answers the same questions
+    """
+
+    signature: str = "示范市税务"
+    gateway: str = "smpp_default"
+    cap_days: int = 7
+    campaign: str = "tax_filing"
+
+
+def plan_filing_reminders(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    as_of: date,
+    run_id: str,
+    planned_at: datetime,
+    campaign: TaxFilingCampaign,
+    ladder: Any,
+    opted_out: Set[str] = frozenset(),
+    last_contact: Mapping[str, datetime] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Yield filing reminders due today: one message per number and deadline, to those not filed.
+
+    A reminder goes out when the as-of date is exactly one of the ladder's working-day offsets
+    (5 and 2 by default) before an upcoming filing deadline (DOMAIN §2, §6), for obligations not
+    filed by the as-of date. Taxpayers sharing a number are named in one message.
+
+    :param records: validated filing obligations, sorted by ``mobile_normalized``
+    :param ladder: the loaded tax ladder (``load_ladder("tax")``)
+    """
+    due: dict[tuple[str, date], list[Mapping[str, Any]]] = {}
+    stage_of: dict[tuple[str, date], tuple[Any, int]] = {}
+    for record in records:
+        if int(record["filed"]):
+            continue
+        deadline = _as_date(record["deadline"])
+        if deadline < as_of:
+            continue
+        stage = ladder.before_deadline_stage(as_of, deadline)
+        if stage is None:
+            continue
+        key = (str(record["mobile_normalized"]), deadline)
+        due.setdefault(key, []).append(record)
+        stage_of[key] = (stage, stage.reminder_attempt(as_of, deadline))
+    for (phone, deadline), group in due.items():
+        stage, attempt = stage_of[(phone, deadline)]
+        taxpayers: dict[str, str] = {}
+        for r in group:
+            taxpayers.setdefault(str(r["taxpayer_id"]), str(r["taxpayer_name"]))
+        names = list(taxpayers.values())
+        template = stage.templates["sms"]
+        text = templates.render(
+            template,
+            {
+                "signature": campaign.signature,
+                "name": names[0],
+                "names": names[:MAX_NAMES_IN_MESSAGE],
+                "debtors": len(taxpayers),
+                "period": _period(str(group[0]["period"])),
+                "tax_type": "、".join(dict.fromkeys(str(r["tax_type"]) for r in group)),
+                "deadline": _day(deadline),
+                "as_of": _day(as_of),
+                "count": len(group),
+            },
+        )
+        row = {
+            "idempotency_key": ledger.idempotency_key(
+                campaign.campaign, deadline.isoformat(), f"tel:{phone}", stage.name, "sms", attempt
+            ),
+            "campaign": campaign.campaign,
+            "period": deadline.isoformat(),
+            "as_of": as_of,
+            "debtor_id": next(iter(taxpayers)),
+            "debtor_ids": ",".join(taxpayers),
+            "debtor_name": names[0],
+            "stage": stage.name,
+            "channel": "sms",
+            "attempt": attempt,
+            "phone": phone,
+            "template": template,
+            "message_text": text,
+            "parts": templates.sms_parts(text),
+            "amount": None,
+            "surcharge": None,
+            "gateway": campaign.gateway,
+            "state": ledger.PLANNED,
+            "reason": None,
+            "planned_run_id": run_id,
+            "planned_at": planned_at,
+        }
+        if phone in opted_out:
+            row.update(state=ledger.SUPPRESSED, reason="opted_out")
+        yield row
+
+
+def abnormal_taxpayers(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    as_of: date,
+    ladder: Any,
+    run_id: str,
+    campaign: str = "tax_filing",
+) -> list[dict[str, Any]]:
+    """Return staff flags for taxpayers whose last N months in a row went unfiled (非正常户, DOMAIN §1).
+
+    A month counts as unfiled when any return of that period with a deadline before the as-of
+    date is not filed; months are counted back from the latest past period without a gap.
+    """
+    periods: dict[str, dict[str, bool]] = {}
+    for r in records:
+        if _as_date(r["deadline"]) >= as_of:
+            continue
+        filed = periods.setdefault(str(r["taxpayer_id"]), {})
+        period = str(r["period"])
+        filed[period] = filed.get(period, True) and bool(int(r["filed"]))
+    flags = []
+    for taxpayer, by_period in periods.items():
+        run = 0
+        for period in sorted(by_period, reverse=True):
+            if by_period[period]:
+                break
+            run += 1
+        stage = ladder.not_filed_stage(run)
+        if stage is not None and stage.flag_for_staff:
+            flags.append(
+                {
+                    "campaign": campaign,
+                    "debtor_id": taxpayer,
+                    "reason": stage.name,
+                    "detail": f"{run} consecutive months without a filing (latest {max(by_period)})",
+                    "flagged_on": as_of,
+                    "run_id": run_id,
+                }
+            )
+    return flags

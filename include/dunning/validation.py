@@ -66,6 +66,23 @@ def prepare_levy_overdue(df: pd.DataFrame, as_of: date) -> pd.DataFrame:
     return out
 
 
+def prepare_levy_filing(df: pd.DataFrame, as_of: date) -> pd.DataFrame:
+    """Add the derived check columns the ``levy_filing_status`` suite asserts on."""
+    import pandas as pd
+
+    out = df.copy()
+    raw_mobile = out["mobile"].astype("string").fillna("")
+    out["mobile_normalized"] = [phones.normalize_mobile(m) for m in raw_mobile]
+    id_checks = [identifiers.check_taxpayer_id(str(t) if t is not None else "") for t in out["taxpayer_id"]]
+    out["taxpayer_id_ok"] = [c.valid or c.review for c in id_checks]
+    out["taxpayer_id_reason"] = [c.reason for c in id_checks]
+    out["deadline_date"] = pd.to_datetime(out["deadline"].astype("string"), errors="coerce")
+    out["period"] = out["period"].astype("string")
+    name = out["taxpayer_name"].astype("string").str.strip()
+    out["taxpayer_name"] = name.mask(name == "", None)
+    return out
+
+
 def prepare_billing_items(df: pd.DataFrame, as_of: date) -> pd.DataFrame:
     """Add the derived check columns the ``billing_dunning_items`` suite asserts on."""
     import pandas as pd
@@ -109,6 +126,10 @@ def _reason(expectation: str, column: str, row: Any) -> tuple[str, str | None]:
         return "account number (户号) not 10 or 13 digits", str(row["account_no"])
     if column == "customer_class":
         return "customer class neither residential nor non_residential", str(row["customer_class"])
+    if column == "deadline_date":
+        return "filing deadline missing or not a date", str(row.get("deadline"))
+    if column == "period":
+        return "period not YYYY-MM", str(row.get("period"))
     if column == "item_complete":
         return "bill without amount or due date, or balance missing", None
     if expectation == "expect_column_values_to_be_unique":

@@ -78,6 +78,17 @@ CREATE TABLE IF NOT EXISTS opt_out (
     created_at        TIMESTAMP     NOT NULL
 );
 
+-- Debtors flagged for staff follow-up (e.g. 非正常户: 3 consecutive months without a filing).
+CREATE TABLE IF NOT EXISTS staff_flag (
+    campaign          VARCHAR(40)   NOT NULL,
+    debtor_id         VARCHAR(40)   NOT NULL,
+    reason            VARCHAR(60)   NOT NULL,
+    detail            VARCHAR(300),
+    flagged_on        DATE          NOT NULL,
+    run_id            VARCHAR(250)  NOT NULL,
+    PRIMARY KEY (campaign, debtor_id, reason)
+);
+
 -- Rows that failed validation, with the expectation and the (masked) value.
 CREATE TABLE IF NOT EXISTS quarantine (
     run_id            VARCHAR(250)  NOT NULL,
