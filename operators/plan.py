@@ -129,6 +129,7 @@ class PlanContactsOperator(BaseOperator):
                 batch_size=self.batch_size,
                 max_batches=self.max_batches,
             )
+        capacity = self._capacity(rows, as_of)
         # Batch ids are "<campaign>:<channel>:<gateway>:<run>:<n>": SMS batches go to the mapped
         # SMPP send task (the return value), voice batches to the modem pool (XCom "voice_batches").
         voice = [b for b in batches if b.split(":")[1] == "voice"]
@@ -146,6 +147,7 @@ class PlanContactsOperator(BaseOperator):
             "voice_batches": len(voice),
             "dry_run": as_bool(self.dry_run),
             "preview": display_path(preview),
+            "capacity": capacity,
             **extra,
         }
         context["ti"].xcom_push(key="counts", value=counts)
@@ -154,6 +156,42 @@ class PlanContactsOperator(BaseOperator):
             campaign.campaign, as_of, written.planned, counts["by_stage"], written.suppressed, len(batches),
         )  # fmt: skip
         return batches
+
+    def _capacity(self, rows: list[dict[str, Any]], as_of: Any) -> str:
+        """Log whether today's SMS parts fit each gateway's sending window; return the summary.
+
+        A gateway's rate is its connection's ``rate_limit`` extra (parts per second); without
+        one the capacity is reported as unknown rather than assumed.
+        """
+        from datetime import datetime, time
+
+        from airflow.sdk import BaseHook
+
+        from include.dunning import ledger
+        from include.dunning.capacity import GatewayCapacity, plan_capacity
+        from operators.common import LOCAL_TZ
+
+        parts: dict[str, int] = {}
+        for r in rows:
+            if r["state"] == ledger.PLANNED and r["channel"] == "sms":
+                parts[r["gateway"]] = parts.get(r["gateway"], 0) + int(r["parts"])
+        if not parts:
+            return "no SMS to send"
+        gateways = {}
+        for name in parts:
+            try:
+                rate = float(BaseHook.get_connection(name).extra_dejson.get("rate_limit") or 0) or None
+            except Exception:  # an unknown connection is reported as unknown capacity, not a failure
+                rate = None
+            gateways[name] = GatewayCapacity(name, rate)
+        window = (
+            datetime.combine(as_of, time(8, 0), tzinfo=LOCAL_TZ),
+            datetime.combine(as_of, time(20, 0), tzinfo=LOCAL_TZ),
+        )
+        # plan_capacity itself warns about each gateway that does not fit or has no rate.
+        summary = plan_capacity(parts, gateways, window, datetime.now(LOCAL_TZ)).summary()
+        self.log.info("capacity: %s", summary)
+        return summary
 
     def _write_preview(self, context: Any, rows: list[dict[str, Any]], mask: Any) -> Any:
         import pandas as pd
