@@ -342,6 +342,8 @@ class DunningStore:
 
         :return: the batch ids, in send order
         """
+        if not 1 <= max_batches <= 9999:
+            raise ValueError(f"max_batches must be 1..9999 (batch numbers have four digits), got {max_batches}")
         if self.dialect == "postgresql":
             # Fresh statistics first: on a just-loaded ledger PostgreSQL otherwise scans every
             # PLANNED row for each keyed UPDATE here and for each claim later (measured: 26 ms per
@@ -365,30 +367,47 @@ class DunningStore:
             size = max(batch_size, -(-total // max(1, max_batches - len(groups))))
             batch_ids: list[str] = []
             safe_run = run_id.replace(":", "").replace("+", "")[:80]
-            for channel, gateway, _count in groups:
-                keys = conn.execute(
-                    sa.text(
-                        "SELECT idempotency_key FROM contact_ledger WHERE campaign = :campaign "
-                        "AND as_of = :as_of AND channel = :channel AND gateway = :gateway "
-                        "AND state IN (:planned, :claimed) ORDER BY phone, idempotency_key"
-                    ),
-                    {
-                        "campaign": campaign,
-                        "as_of": as_of,
-                        "channel": channel,
-                        "gateway": gateway,
-                        "planned": PLANNED,
-                        "claimed": CLAIMED,
-                    },
-                ).scalars()
-                keys = list(keys)
+            for channel, gateway, count in groups:
+                prefix = f"{campaign}:{channel}:{gateway}:{safe_run}:"
+                params = {
+                    "campaign": campaign,
+                    "as_of": as_of,
+                    "channel": channel,
+                    "gateway": gateway,
+                    "planned": PLANNED,
+                    "claimed": CLAIMED,
+                }
+                if self.dialect == "postgresql":
+                    # One set-based statement: numbering a million rows key by key took 81 s.
+                    conn.execute(
+                        sa.text(
+                            "UPDATE contact_ledger AS c SET batch_id = :prefix || "
+                            "LPAD(CAST((r.rn - 1) / :size AS TEXT), 4, '0') FROM ("
+                            "SELECT idempotency_key, ROW_NUMBER() OVER (ORDER BY phone, idempotency_key) AS rn "
+                            "FROM contact_ledger WHERE campaign = :campaign AND as_of = :as_of "
+                            "AND channel = :channel AND gateway = :gateway AND state IN (:planned, :claimed)"
+                            ") AS r WHERE c.idempotency_key = r.idempotency_key"
+                        ),
+                        {**params, "prefix": prefix, "size": size},
+                    )
+                    batch_ids.extend(f"{prefix}{n:04d}" for n in range(-(-count // size)))
+                    continue
+                keys = list(
+                    conn.execute(
+                        sa.text(
+                            "SELECT idempotency_key FROM contact_ledger WHERE campaign = :campaign "
+                            "AND as_of = :as_of AND channel = :channel AND gateway = :gateway "
+                            "AND state IN (:planned, :claimed) ORDER BY phone, idempotency_key"
+                        ),
+                        params,
+                    ).scalars()
+                )
                 for n, chunk in enumerate(_chunks(keys, size)):
-                    batch_id = f"{campaign}:{channel}:{gateway}:{safe_run}:{n:04d}"
+                    batch_id = f"{prefix}{n:04d}"
                     for part in _chunks(chunk, 900):
                         conn.execute(
                             sa.text(
-                                "UPDATE contact_ledger SET batch_id = :batch_id "
-                                "WHERE idempotency_key IN :keys"
+                                "UPDATE contact_ledger SET batch_id = :batch_id WHERE idempotency_key IN :keys"
                             ).bindparams(sa.bindparam("keys", expanding=True)),
                             {"batch_id": batch_id, "keys": list(part)},
                         )
