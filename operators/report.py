@@ -23,11 +23,14 @@ FUNNEL = (
 
 
 class RunReportOperator(BaseOperator):
-    """Gather the run's figures from XCom and the ledger; write HTML and JSON reports.
+    """Gather the run's figures, load the reporting tables, write the HTML, JSON and CSV reports.
 
-    The report goes to ``<staging root>/reports/<dag_id>/<run_id>.html`` with a ``.json`` of the
-    same figures beside it, and a row in the store's ``dunning_run`` table. Runs even when an
-    upstream task failed, so operators always see what happened.
+    The report goes to ``<staging root>/reports/<dag_id>/<run_id>.html`` (self-contained: inline
+    SVG charts, no scripts, readable offline) with a ``.json`` of the run figures and
+    ``<run_id>.<table>.csv`` files of its tables beside it, and a row in the store's
+    ``dunning_run`` table. ``report_contact``, ``report_summary`` and ``report_recovery`` are
+    (re)loaded for the run first (``include.dunning.reporting.load_reporting``, without payment
+    data). Runs even when an upstream task failed, so operators always see what happened.
 
     :param extract_task_id: task whose XCom has the extracted row count
     :param validate_task_id: task whose XCom has the quarantined row count
@@ -54,11 +57,9 @@ class RunReportOperator(BaseOperator):
         self.store_conn_id = store_conn_id
 
     def execute(self, context: Any) -> str:
-        import jinja2
         import sqlalchemy as sa
 
-        from include.dunning import ledger
-        from include.dunning.templates import template_root
+        from include.dunning import ledger, reporting
 
         ti = context["ti"]
         run_id = context["run_id"]
@@ -101,18 +102,25 @@ class RunReportOperator(BaseOperator):
         safe_run = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
         html_path = folder / f"{safe_run}.html"
         json_path = folder / f"{safe_run}.json"
-        env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_root())), autoescape=True)
-        html = env.get_template("report/run_report.html.j2").render(
+        loaded = reporting.load_reporting(store, run_id=run_id, dag_id=ti.dag_id)
+        self.log.info("reporting tables loaded: %s", loaded)
+        tables = reporting.report_tables(store, dag_id=ti.dag_id, run_id=run_id)
+        csv_names = reporting.write_report_csv(
+            tables, lambda name: (folder / name).open("w", encoding="utf-8", newline=""), safe_run
+        )
+        html = reporting.render_run_report(
+            store,
             dag_id=ti.dag_id,
             run_id=run_id,
             as_of=figures["as_of"],
             generated_at=ledger.utcnow().strftime("%Y-%m-%d %H:%M:%S"),
             figures=figures,
             funnel=FUNNEL,
-            funnel_max=max(1, *(figures[k] for _, k in FUNNEL)),
             sent_states=sent,
             quarantine_reasons=reasons,
             json_name=json_path.name,
+            csv_names=csv_names,
+            tables=tables,
         )
         with html_path.open("w", encoding="utf-8") as fh:
             fh.write(html)

@@ -212,7 +212,7 @@ class SmppCollectReceiptsOperator(BaseOperator):
         def flush() -> None:
             if not buffer:
                 return
-            result = store.apply_receipts(gateway, buffer)
+            result = store.apply_receipts_bulk(gateway, buffer)
             totals["matched"] += result["matched"]
             totals["settled"] += result["settled"]
             totals["unmatched"] = result["unmatched"]
@@ -222,7 +222,7 @@ class SmppCollectReceiptsOperator(BaseOperator):
         def on_receipt(receipt: Any) -> None:
             buffer.append(Receipt(receipt.message_id, receipt.stat, receipt.err))
             totals["receipts"] += 1
-            if len(buffer) >= 500:
+            if len(buffer) >= 5000:
                 flush()
 
         def on_message(message: dict[str, Any]) -> None:

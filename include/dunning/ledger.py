@@ -343,7 +343,9 @@ class DunningStore:
         :return: the batch ids, in send order
         """
         if not 1 <= max_batches <= 9999:
-            raise ValueError(f"max_batches must be 1..9999 (batch numbers have four digits), got {max_batches}")
+            raise ValueError(
+                f"max_batches must be 1..9999 (batch numbers have four digits), got {max_batches}"
+            )
         if self.dialect == "postgresql":
             # Fresh statistics first: on a just-loaded ledger PostgreSQL otherwise scans every
             # PLANNED row for each keyed UPDATE here and for each claim later (measured: 26 ms per
