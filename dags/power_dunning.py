@@ -42,6 +42,20 @@ with DAG(
         "balance_alert_below": Param(
             50, type="number", description="Prepaid balances below this (yuan) are alerted"
         ),
+        "modems": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            description="gsm_modem connection ids for voice calls (pool modem_pool, one slot each); "
+            "none: voice stages are recorded as suppressed",
+        ),
+        "ring_timeout_seconds": Param(
+            30,
+            type="integer",
+            minimum=5,
+            maximum=120,
+            description="Ring this long before a call counts as no answer",
+        ),
     },
     tags=["dunning", "power", "sms"],
     doc_md=__doc__,
@@ -70,5 +84,6 @@ with DAG(
         dry_run="{{ params.dry_run }}",
         grace_days="{{ params.grace_days }}",
         cross_year="{{ params.cross_year }}",
+        voice_gateway="{{ 'modem_pool' if params.modems else '' }}",
     )
-    send_collect_report(extract=extract, validate=validate, plan=plan)
+    send_collect_report(extract=extract, validate=validate, plan=plan, voice=True)

@@ -12,6 +12,7 @@ deterministic, so the second run plans no new contact.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -21,6 +22,7 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 DEMO_DEBTORS = 3000
@@ -72,8 +74,13 @@ class DemoLayout:
         return self.data / "logs"
 
 
-def airflow_environment(layout: DemoLayout, *, smsc_host: str, smsc_port: int) -> dict[str, str]:
-    """Return the environment that points Airflow and the DAGs at the demo's files and simulator."""
+def airflow_environment(
+    layout: DemoLayout, *, smsc_host: str, smsc_port: int, modems: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Return the environment that points Airflow and the DAGs at the demo's files and simulators.
+
+    :param modems: modem connection id -> the modem's URL (pty path or socket://host:port)
+    """
     env = dict(os.environ)
     env.update(
         {
@@ -99,6 +106,16 @@ def airflow_environment(layout: DemoLayout, *, smsc_host: str, smsc_port: int) -
                 }
             ),
             "DUNNING_STAGING_ROOT": "file://" + str(layout.staging),
+            **{
+                f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(
+                    {
+                        "conn_type": "gsm_modem",
+                        "host": url,
+                        "extra": {"vendor": "simcom", "lock_dir": str(layout.data / "locks")},
+                    }
+                )
+                for conn_id, url in (modems or {}).items()
+            },
             "PYTHONWARNINGS": "ignore::DeprecationWarning",
         }
     )
@@ -194,12 +211,19 @@ def latest_run_figures(store_db: Path, dag_id: str) -> dict[str, object]:
     return dict(row)
 
 
-def setup_airflow(layout: DemoLayout, env: dict[str, str], log_file: Path) -> None:
-    """Initialise the Airflow home (SQLite metadata) and the gateway pool; idempotent."""
+def setup_airflow(layout: DemoLayout, env: dict[str, str], log_file: Path, *, modems: int = 0) -> None:
+    """Initialise the Airflow home (SQLite metadata), the gateway pool and the modem pool; idempotent."""
     layout.airflow_home.mkdir(parents=True, exist_ok=True)
+    (layout.data / "locks").mkdir(parents=True, exist_ok=True)
     _airflow(["db", "migrate"], env, log_file, what="airflow db migrate")
     _airflow(
         ["pools", "set", "smpp_default", "4", "binds to the default SMPP gateway"], env, log_file, what="pool"
+    )
+    _airflow(
+        ["pools", "set", "modem_pool", str(max(1, modems)), "one slot per GSM modem"],
+        env,
+        log_file,
+        what="pool",
     )
 
 
@@ -259,27 +283,40 @@ def run_demo(layout: DemoLayout, *, as_of: date, smsc_port: int, debtors: int) -
             f"port {smsc_port} on {host} is already in use by another program; "
             f"run the demo on another port: make demo SMSC_PORT={smsc_port + 1}"
         )
-    env = airflow_environment(layout, smsc_host=host, smsc_port=smsc_port)
     log_file = layout.logs / f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}.log"
-
     started = time.monotonic()
-    print(f"[1/5] Airflow home {layout.airflow_home} (SQLite, LocalExecutor)")
-    setup_airflow(layout, env, log_file)
-    print(f"[2/5] demo source systems ({debtors} taxpayers, {debtors} electricity customers)")
+    print(f"[1/5] demo source systems ({debtors} taxpayers, {debtors} electricity customers)")
     prepare_sources(layout, as_of=as_of, debtors=debtors)
-    print(f"[3/5] SMSC simulator on {host}:{smsc_port}")
     results = []
-    with SmscSimulator(host=host, port=smsc_port, receipt_delay=0.2, undeliverable_share=0.04):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(
+            SmscSimulator(host=host, port=smsc_port, receipt_delay=0.2, undeliverable_share=0.04)
+        )
+        modems = {f"gsm_modem_{n}": stack.enter_context(demo_modem()).url for n in (1, 2)}
+        print(f"[2/5] SMSC simulator on {host}:{smsc_port}; modem emulators at {', '.join(modems.values())}")
+        env = airflow_environment(layout, smsc_host=host, smsc_port=smsc_port, modems=modems)
+        print(f"[3/5] Airflow home {layout.airflow_home} (SQLite, LocalExecutor)")
+        setup_airflow(layout, env, log_file, modems=len(modems))
         for dag_id in DEMO_DAGS:
             dag_started = time.monotonic()
             print(f"[4/5] airflow dags test {dag_id} {as_of.isoformat()} (log: {log_file})")
-            # The simulator is nobody's phone: the rehearsal may send outside the 08:00-20:00 window.
-            run_dag(dag_id, as_of, env, log_file, conf=REHEARSAL_CONF)
+            # The simulators are nobody's phone: the rehearsal may send outside the sending window.
+            conf: dict[str, object] = dict(REHEARSAL_CONF)
+            if dag_id == "power_dunning":
+                conf.update(modems=sorted(modems), ring_timeout_seconds=5)
+            run_dag(dag_id, as_of, env, log_file, conf=conf)
             figures = latest_run_figures(layout.store_db, dag_id)
             figures["seconds"] = round(time.monotonic() - dag_started, 1)
             results.append(figures)
-    print(f"[5/5] simulator stopped ({round(time.monotonic() - started, 1)} s in all)")
+    print(f"[5/5] simulators stopped ({round(time.monotonic() - started, 1)} s in all)")
     return results
+
+
+def demo_modem() -> Any:
+    """Return a modem emulator over TCP, fast enough for a rehearsal (a call takes about a second)."""
+    from include.simulators.modem import ModemEmulator
+
+    return ModemEmulator("tcp", sms_delay=0.2, ring_seconds=0.3, tts_seconds_per_char=0.002, answer_ratio=0.7)
 
 
 def print_figures(figures: dict[str, object]) -> None:

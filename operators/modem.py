@@ -282,13 +282,17 @@ class ModemVoiceOperator(_ModemQueueOperator):
     :param modem_conn_id: Airflow connection of the modem; expand over this
     :param store_conn_id: Airflow connection of the dunning store
     :param repeat: how many times the text is spoken in an answered call
-    :param ring_timeout: seconds to ring before the outcome is no_answer
+    :param ring_timeout: seconds to ring before the outcome is no_answer (templated)
     :param respect_calling_window: hold the calls on public holidays and outside
         ``calling_window``; false only to rehearse on the emulator (templated)
     :param calling_window: local hours calls may be placed, end excluded
     """
 
-    template_fields: Sequence[str] = (*_ModemQueueOperator.template_fields, "respect_calling_window")
+    template_fields: Sequence[str] = (
+        *_ModemQueueOperator.template_fields,
+        "respect_calling_window",
+        "ring_timeout",
+    )
     ui_color = "#e0f2f1"
 
     def __init__(
@@ -344,7 +348,7 @@ class ModemVoiceOperator(_ModemQueueOperator):
 
         try:
             result = hook.call(
-                row.phone, row.message_text, repeat=self.repeat, ring_timeout=self.ring_timeout
+                row.phone, row.message_text, repeat=self.repeat, ring_timeout=float(self.ring_timeout)
             )
         except ModemTransportError as exc:
             raise ModemFault(exc, maybe_sent=_dialled(exc)) from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import Param
+from airflow.sdk import BaseOperator, Param
 
 from operators.report import RunReportOperator
 from operators.smpp import SmppCollectReceiptsOperator, SmppSendOperator
@@ -34,13 +34,17 @@ def common_params(*, signature: str) -> dict[str, Param]:
     }  # fmt: skip
 
 
-def send_collect_report(*, extract: Any, validate: Any, plan: Any, gateway: str = "smpp_default") -> None:
+def send_collect_report(
+    *, extract: Any, validate: Any, plan: Any, gateway: str = "smpp_default", voice: bool = False
+) -> None:
     """Wire the send, collect, report and watcher tasks after ``plan`` in the current DAG.
 
     :param extract: the extract task (its XCom has the row count)
     :param validate: the validate task (its XCom has the quarantined and debtor counts)
-    :param plan: the plan task (its XCom is the list of batch ids)
+    :param plan: the plan task (its XCom is the list of SMS batch ids; ``voice_batches`` the rest)
     :param gateway: the SMPP connection id, also the name of the pool that caps its binds
+    :param voice: also place the voice calls: one mapped task per modem in the ``modems`` param
+        (pool ``modem_pool``, worker queue ``modem``); no modems, no task instances
     """
     send = SmppSendOperator.partial(
         task_id="send_sms",
@@ -63,4 +67,31 @@ def send_collect_report(*, extract: Any, validate: Any, plan: Any, gateway: str 
         trigger_rule="all_done",
     )
     extract >> validate >> plan >> send >> collect >> report
-    [extract, validate, plan, send, collect, report] >> RunWatcherOperator(task_id="watcher")
+    tasks = [extract, validate, plan, send, collect, report]
+    if voice:
+        from operators.modem import MODEM_POOL, MODEM_QUEUE, ModemVoiceOperator
+
+        modems = ModemListOperator(task_id="modem_list")
+        # A mapped task takes pool and queue from partial(), not from the operator's defaults.
+        calls = ModemVoiceOperator.partial(
+            task_id="call_voice",
+            pool=MODEM_POOL,
+            queue=MODEM_QUEUE,
+            batch_ids="{{ ti.xcom_pull(task_ids='" + plan.task_id + "', key='voice_batches') }}",
+            respect_calling_window="{{ params.respect_sending_window }}",
+            ring_timeout="{{ params.ring_timeout_seconds }}",
+        ).expand(modem_conn_id=modems.output)
+        plan >> modems >> calls >> report
+        tasks += [modems, calls]
+    tasks >> RunWatcherOperator(task_id="watcher")
+
+
+class ModemListOperator(BaseOperator):
+    """Return the run's modems (the ``modems`` param) for the mapped voice task to expand over."""
+
+    ui_color = "#f3f3f3"
+
+    def execute(self, context: Any) -> list[str]:
+        modems = list(context["params"].get("modems") or [])
+        self.log.info("modems for this run: %s", ", ".join(modems) or "none (voice stages are suppressed)")
+        return modems

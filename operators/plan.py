@@ -234,9 +234,16 @@ class PlanPowerOperator(PlanContactsOperator):
     :param ladder: the ladder file or packaged name (``power``); validated before anything is planned
     :param grace_days: days after the due date before the penalty clock starts (templated)
     :param cross_year: ``whole_period`` or ``split_by_day`` penalty reading across a year end (templated)
+    :param voice_gateway: the modem pool voice stages go to; empty: they are recorded as
+        SUPPRESSED (templated)
     """
 
-    template_fields: Sequence[str] = (*PlanContactsOperator.template_fields, "grace_days", "cross_year")
+    template_fields: Sequence[str] = (
+        *PlanContactsOperator.template_fields,
+        "grace_days",
+        "cross_year",
+        "voice_gateway",
+    )
     sort_columns = ("mobile_normalized", "account_no", "kind", "due_date")
 
     def __init__(
@@ -246,9 +253,11 @@ class PlanPowerOperator(PlanContactsOperator):
         ladder: str = "power",
         grace_days: int | str = 0,
         cross_year: str = "whole_period",
+        voice_gateway: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(signature=signature, **kwargs)
+        self.voice_gateway = voice_gateway
         self.ladder = ladder
         self.grace_days = grace_days
         self.cross_year = cross_year
@@ -263,6 +272,7 @@ class PlanPowerOperator(PlanContactsOperator):
             gateway=self.gateway,
             grace_days=int(self.grace_days),
             cross_year=str(self.cross_year),
+            voice_gateway=self.voice_gateway or None,
         )
 
     def plan(self, frame: pd.DataFrame, campaign: Any, **decision_inputs: Any) -> Iterable[dict[str, Any]]:

@@ -56,7 +56,7 @@ def test_every_send_task_runs_in_a_pool(dagbag):
         (dag.dag_id, task)
         for dag in dagbag.dags.values()
         for task in dag.tasks
-        if task.task_type.endswith("SendOperator")
+        if task.task_type in ("SmppSendOperator", "ModemVoiceOperator", "ModemSmsOperator")
     ]
     assert send_tasks, "no send task found"
     for dag_id, task in send_tasks:
