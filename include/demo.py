@@ -327,7 +327,7 @@ def print_figures(figures: dict[str, object]) -> None:
         ("rows quarantined", "quarantined"),
         ("contacts planned", "planned"),
         ("suppressed", "suppressed"),
-        ("SMS submitted", "submitted"),
+        ("sent (SMS + calls)", "submitted"),
         ("delivered", "delivered"),
         ("undelivered", "undelivered"),
         ("awaiting receipt", "pending"),
