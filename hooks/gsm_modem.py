@@ -33,7 +33,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
 from typing import IO, Any
 
 import serial
@@ -45,6 +44,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from hooks.extras import ConnectionExtras, as_bool
 from hooks.gsm_modem_protocol import (
     AtChannel,
     ModemBusyError,
@@ -97,8 +97,6 @@ __all__ = [
 
 VENDORS = ("simcom", "quectel", "generic")
 _TTS = {"simcom": "+CTTS", "quectel": "+QTTS"}
-_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
-_FALSE = frozenset({"0", "false", "f", "no", "n", "off", ""})
 
 ANSWERED = "answered"
 BUSY = "busy"
@@ -106,21 +104,6 @@ NO_ANSWER = "no_answer"
 NO_CARRIER = "no_carrier"
 REJECTED = "rejected"
 FAILED = "failed"
-
-
-def _as_bool(value: Any, default: bool) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError(f"cannot read {value!r} as a boolean")
 
 
 def report_key(reference: int, number: str) -> str:
@@ -190,7 +173,7 @@ class IncomingSms:
     indexes: tuple[int, ...] = field(default_factory=tuple)
 
 
-class GsmModemHook(BaseHook):
+class GsmModemHook(ConnectionExtras, BaseHook):
     """Own one GSM modem: send PDU-mode SMS, read status reports and replies, place TTS calls.
 
     Use it as a context manager: entering locks the port, opens it and runs the start-up
@@ -216,24 +199,6 @@ class GsmModemHook(BaseHook):
         self._in_call = False
 
     # -- configuration ---------------------------------------------------------------------------
-
-    @cached_property
-    def connection(self) -> Any:
-        """Return the Airflow connection (looked up once)."""
-        return self.get_connection(self.gsm_modem_conn_id)
-
-    @cached_property
-    def _extras(self) -> dict[str, Any]:
-        raw = dict(self.connection.extra_dejson or {})
-        prefix = f"extra__{self.conn_type}__"
-        for key in list(raw):
-            if key.startswith(prefix):
-                raw.setdefault(key.removeprefix(prefix), raw[key])
-        return raw
-
-    def _extra(self, name: str, default: Any = None) -> Any:
-        value = self._extras.get(name)
-        return default if value is None or value == "" else value
 
     @property
     def port_name(self) -> str:
@@ -292,7 +257,7 @@ class GsmModemHook(BaseHook):
     @property
     def allow_non_bmp(self) -> bool:
         """Return whether characters outside UCS2 go as surrogate pairs (else they are refused)."""
-        return _as_bool(self._extra("allow_non_bmp"), True)
+        return as_bool(self._extra("allow_non_bmp"), True)
 
     @property
     def lock_timeout(self) -> float:

@@ -39,7 +39,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import smpplib.client
@@ -54,6 +53,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from hooks.extras import ConnectionExtras, as_bool
 from include.dunning.phones import mask
 from include.dunning.receipts import (
     DeliveryReceipt,
@@ -127,8 +127,6 @@ THROTTLE_DECREASE = 0.5
 THROTTLE_SPEEDUP = 1.003
 # Responses handled between two writes of new submit_sm.
 SEND_GROUP = 16
-_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
-_FALSE = frozenset({"0", "false", "f", "no", "n", "off", ""})
 _STATUS_NAMES = {
     value: name.removeprefix("SMPP_")
     for name, value in vars(smpplib.consts).items()
@@ -207,21 +205,6 @@ class _Batch:
     failed: set[int] = field(default_factory=set)
 
 
-def _as_bool(value: Any, default: bool) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError(f"cannot read {value!r} as a boolean")
-
-
 def _cstring(value: str) -> bytes:
     return value.encode("ascii", errors="replace") + b"\x00"
 
@@ -267,7 +250,7 @@ class _NoDelayClient(smpplib.client.Client):
         return sock
 
 
-class SmppHook(BaseHook):
+class SmppHook(ConnectionExtras, BaseHook):
     """Bind to an SMSC over SMPP 3.4, submit SMS in a window and collect delivery receipts.
 
     Use it as a context manager: entering connects and binds, leaving unbinds and closes.
@@ -297,24 +280,6 @@ class SmppHook(BaseHook):
         self._send_times: deque[float] = deque(maxlen=256)
 
     # -- configuration -----------------------------------------------------------------------
-
-    @cached_property
-    def connection(self) -> Any:
-        """Return the Airflow connection (looked up once)."""
-        return self.get_connection(self.smpp_conn_id)
-
-    @cached_property
-    def _extras(self) -> dict[str, Any]:
-        raw = dict(self.connection.extra_dejson or {})
-        prefix = f"extra__{self.conn_type}__"
-        for key in list(raw):
-            if key.startswith(prefix):
-                raw.setdefault(key.removeprefix(prefix), raw[key])
-        return raw
-
-    def _extra(self, name: str, default: Any = None) -> Any:
-        value = self._extras.get(name)
-        return default if value is None or value == "" else value
 
     @property
     def host(self) -> str:
@@ -378,7 +343,7 @@ class SmppHook(BaseHook):
     @property
     def registered_delivery(self) -> bool:
         """Return whether delivery receipts are requested."""
-        return _as_bool(self._extra("registered_delivery"), True)
+        return as_bool(self._extra("registered_delivery"), True)
 
     @property
     def validity_minutes(self) -> int:
@@ -408,7 +373,7 @@ class SmppHook(BaseHook):
     @property
     def receipt_ids_decimal(self) -> bool:
         """Return whether receipt-text ids are decimal forms of hex submit_sm_resp ids."""
-        return _as_bool(self._extra("receipt_ids_decimal"), False)
+        return as_bool(self._extra("receipt_ids_decimal"), False)
 
     def validity_period(self) -> str:
         """Return the relative validity period (YYMMDDhhmmss000R) for validity_minutes."""

@@ -107,18 +107,6 @@ def display_path(path: ObjectStoragePath) -> str:
     return str(path)
 
 
-def as_bool(value: object) -> bool:
-    """Read a flag that may arrive as a string from a template, a URI or an environment variable."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("", "0", "false", "no", "off", "none"):
-            return False
-        raise ValueError(f"not a yes/no value: {value!r}")
-    return bool(value)
-
-
 def in_window(at: datetime, window: tuple[str, str]) -> bool:
     """Return True when the local time of ``at`` is inside ``window`` ("HH:MM", "HH:MM"), end excluded."""
     start, end = (time.fromisoformat(t) for t in window)

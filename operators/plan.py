@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from hooks.extras import as_bool
 from operators.common import (
     DEFAULT_STORE_CONN_ID,
-    as_bool,
     display_path,
     dunning_store,
     resolve_as_of,

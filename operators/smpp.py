@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from operators.common import DEFAULT_STORE_CONN_ID, LOCAL_TZ, as_bool, dunning_store, in_window
+from hooks.extras import as_bool
+from operators.common import DEFAULT_STORE_CONN_ID, LOCAL_TZ, dunning_store, in_window
 
 if TYPE_CHECKING:
     from hooks.smpp import SmppHook

@@ -47,13 +47,13 @@ def test_sms_sending_window_edges(clock, inside):
     ids=repr,
 )
 def test_as_bool_reads_template_strings(value, expected):
-    from operators.common import as_bool
+    from hooks.extras import as_bool
 
     assert as_bool(value) is expected
 
 
 def test_as_bool_refuses_nonsense():
-    from operators.common import as_bool
+    from hooks.extras import as_bool
 
     with pytest.raises(ValueError, match="not a yes/no value"):
         as_bool("perhaps")
