@@ -316,7 +316,7 @@ def demo_modem() -> Any:
     """Return a modem emulator over TCP, fast enough for a rehearsal (a call takes about a second)."""
     from include.simulators.modem import ModemEmulator
 
-    return ModemEmulator("tcp", sms_delay=0.2, ring_seconds=0.3, tts_seconds_per_char=0.002, answer_ratio=0.7)
+    return ModemEmulator("tcp", sms_delay=0.2, ring_seconds=0.3, tts_seconds_per_char=0.002, answer_ratio=0.9)
 
 
 def print_figures(figures: dict[str, object]) -> None:
