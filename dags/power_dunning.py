@@ -8,14 +8,10 @@ alerts; one message per number) -> send -> collect -> report. Thin on purpose.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-import pendulum
 from airflow.sdk import DAG, Param
 
-from include.paths import SQL_ROOT
 from operators.extract import SqlToParquetOperator
-from operators.pipeline import common_params, send_collect_report
+from operators.pipeline import DAG_DEFAULTS, common_params, send_collect_report
 from operators.plan import PlanPowerOperator
 from operators.validate import ValidateDebtorsOperator
 
@@ -23,12 +19,6 @@ with DAG(
     dag_id="power_dunning",
     description="Daily SMS reminders to electricity customers: arrears, cut-off notices, low prepaid balances",
     schedule="0 10 * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai"),
-    catchup=False,
-    max_active_runs=1,
-    render_template_as_native_obj=True,
-    template_searchpath=[str(SQL_ROOT)],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "owner": "dunning"},
     params={
         **common_params(signature="示范供电"),
         "grace_days": Param(
@@ -59,6 +49,7 @@ with DAG(
     },
     tags=["dunning", "power", "sms"],
     doc_md=__doc__,
+    **DAG_DEFAULTS,
 ) as dag:
     extract = SqlToParquetOperator(
         task_id="extract_dunning_items",

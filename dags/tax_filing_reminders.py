@@ -8,14 +8,10 @@ Deadlines come from the published table with the holiday rule as fallback. Thin 
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-import pendulum
 from airflow.sdk import DAG
 
-from include.paths import SQL_ROOT
 from operators.extract import SqlToParquetOperator
-from operators.pipeline import common_params, send_collect_report
+from operators.pipeline import DAG_DEFAULTS, common_params, send_collect_report
 from operators.plan import PlanFilingRemindersOperator
 from operators.validate import ValidateDebtorsOperator
 
@@ -23,15 +19,10 @@ with DAG(
     dag_id="tax_filing_reminders",
     description="SMS filing reminders before each tax deadline; 非正常户 flagged for staff",
     schedule="30 9 * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai"),
-    catchup=False,
-    max_active_runs=1,
-    render_template_as_native_obj=True,
-    template_searchpath=[str(SQL_ROOT)],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "owner": "dunning"},
     params=common_params(signature="示范市税务"),
     tags=["dunning", "tax", "sms", "filing"],
     doc_md=__doc__,
+    **DAG_DEFAULTS,
 ) as dag:
     extract = SqlToParquetOperator(
         task_id="extract_filing_status",

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+import pendulum
 from airflow.sdk import BaseOperator, Param
 
+from include.paths import SQL_ROOT
 from operators.report import RunReportOperator
 from operators.smpp import SmppCollectReceiptsOperator, SmppSendOperator
 from operators.watcher import RunWatcherOperator
+
+# What every dunning DAG is: local-time schedule, one run at a time, SQL from include/sql/,
+# native template rendering (numbers stay numbers), two retries per task.
+DAG_DEFAULTS: dict[str, Any] = {
+    "start_date": pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai"),
+    "catchup": False,
+    "max_active_runs": 1,
+    "render_template_as_native_obj": True,
+    "template_searchpath": [str(SQL_ROOT)],
+    "default_args": {"retries": 2, "retry_delay": timedelta(minutes=2), "owner": "dunning"},
+}
 
 
 def common_params(*, signature: str) -> dict[str, Param]:

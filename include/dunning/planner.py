@@ -217,26 +217,66 @@ def _tax_payment_row(
             "count": len(group),
         },
     )
+    return _contact_row(
+        campaign=campaign.campaign,
+        period=week,
+        phone=phone,
+        stage=campaign.stage,
+        channel=campaign.channel,
+        attempt=1,
+        debtors=taxpayers,
+        template=campaign.template,
+        text=text,
+        amount=principal,
+        surcharge=surcharge,
+        gateway=campaign.gateway,
+        as_of=as_of,
+        run_id=run_id,
+        planned_at=planned_at,
+    )
+
+
+def _contact_row(
+    *,
+    campaign: str,
+    period: str,
+    phone: str,
+    stage: str,
+    channel: str,
+    attempt: int,
+    debtors: Mapping[str, str],
+    template: str,
+    text: str,
+    amount: Decimal | None,
+    surcharge: Decimal | None,
+    gateway: str,
+    as_of: date,
+    run_id: str,
+    planned_at: datetime,
+) -> dict[str, Any]:
+    """Return one PLANNED ledger row for a message to ``phone``, keyed by the number.
+
+    :param debtors: debtor id -> name of everyone the message speaks for, in message order
+    """
+    first_id, first_name = next(iter(debtors.items()))
     return {
-        "idempotency_key": ledger.idempotency_key(
-            campaign.campaign, week, f"tel:{phone}", campaign.stage, campaign.channel, 1
-        ),
-        "campaign": campaign.campaign,
-        "period": week,
+        "idempotency_key": ledger.idempotency_key(campaign, period, f"tel:{phone}", stage, channel, attempt),
+        "campaign": campaign,
+        "period": period,
         "as_of": as_of,
-        "debtor_id": next(iter(taxpayers)),
-        "debtor_ids": ",".join(taxpayers),
-        "debtor_name": names[0],
-        "stage": campaign.stage,
-        "channel": campaign.channel,
-        "attempt": 1,
+        "debtor_id": first_id,
+        "debtor_ids": ",".join(debtors),
+        "debtor_name": first_name,
+        "stage": stage,
+        "channel": channel,
+        "attempt": attempt,
         "phone": phone,
-        "template": campaign.template,
+        "template": template,
         "message_text": text,
         "parts": templates.sms_parts(text),
-        "amount": principal,
+        "amount": amount,
         "surcharge": surcharge,
-        "gateway": campaign.gateway,
+        "gateway": gateway,
         "state": ledger.PLANNED,
         "reason": None,
         "planned_run_id": run_id,
@@ -445,33 +485,23 @@ def _power_row(
             **figures,
         },
     )
-    return {
-        "idempotency_key": ledger.idempotency_key(
-            campaign.campaign, period, f"tel:{phone}", stage.name, channel, attempt
-        ),
-        "campaign": campaign.campaign,
-        "period": period,
-        "as_of": as_of,
-        "debtor_id": accounts[0],
-        "debtor_ids": ",".join(accounts),
-        "debtor_name": next(iter(holders)),
-        "stage": stage.name,
-        "channel": channel,
-        "attempt": attempt,
-        "phone": phone,
-        "template": template,
-        "message_text": text,
-        "parts": templates.sms_parts(text),
-        "amount": amount,
-        "surcharge": penalty,
-        "gateway": campaign.voice_gateway
-        if channel == "voice" and campaign.voice_gateway
-        else campaign.gateway,
-        "state": ledger.PLANNED,
-        "reason": None,
-        "planned_run_id": run_id,
-        "planned_at": planned_at,
-    }
+    return _contact_row(
+        campaign=campaign.campaign,
+        period=period,
+        phone=phone,
+        stage=stage.name,
+        channel=channel,
+        attempt=attempt,
+        debtors={str(i["account_no"]): str(i["name"]) for i in items},
+        template=template,
+        text=text,
+        amount=amount,
+        surcharge=penalty,
+        gateway=campaign.voice_gateway if channel == "voice" and campaign.voice_gateway else campaign.gateway,
+        as_of=as_of,
+        run_id=run_id,
+        planned_at=planned_at,
+    )
 
 
 # -- tax filing reminders and 非正常户 escalation -------------------------------------------------
@@ -548,31 +578,23 @@ def plan_filing_reminders(
                 "count": len(group),
             },
         )
-        row = {
-            "idempotency_key": ledger.idempotency_key(
-                campaign.campaign, deadline.isoformat(), f"tel:{phone}", stage.name, "sms", attempt
-            ),
-            "campaign": campaign.campaign,
-            "period": deadline.isoformat(),
-            "as_of": as_of,
-            "debtor_id": next(iter(taxpayers)),
-            "debtor_ids": ",".join(taxpayers),
-            "debtor_name": names[0],
-            "stage": stage.name,
-            "channel": "sms",
-            "attempt": attempt,
-            "phone": phone,
-            "template": template,
-            "message_text": text,
-            "parts": templates.sms_parts(text),
-            "amount": None,
-            "surcharge": None,
-            "gateway": campaign.gateway,
-            "state": ledger.PLANNED,
-            "reason": None,
-            "planned_run_id": run_id,
-            "planned_at": planned_at,
-        }
+        row = _contact_row(
+            campaign=campaign.campaign,
+            period=deadline.isoformat(),
+            phone=phone,
+            stage=stage.name,
+            channel="sms",
+            attempt=attempt,
+            debtors=taxpayers,
+            template=template,
+            text=text,
+            amount=None,
+            surcharge=None,
+            gateway=campaign.gateway,
+            as_of=as_of,
+            run_id=run_id,
+            planned_at=planned_at,
+        )
         if phone in opted_out:
             row.update(state=ledger.SUPPRESSED, reason="opted_out")
         yield row
