@@ -9,6 +9,10 @@ for SQLite) are dropped at the end unless ``--keep``. No assertions: this prints
 
     .venv/bin/python bench/extract.py                      # 1M rows, all three engines
     .venv/bin/python bench/extract.py --rows 10000000 --engines postgresql --keep
+    .venv/bin/python bench/extract.py --keep --readers auto,copy,cursor --repeat 2   # compare readers
+
+"CPU s" is the extraction process's CPU time (all its threads; the database server's is not
+counted): on a busy machine it is steadier than the wall time.
 """
 
 from __future__ import annotations
@@ -97,23 +101,37 @@ def ensure_table(url: str, rows: int) -> tuple[str, float | None]:
         engine.dispose()
 
 
-def child(url: str, table: str, out: str, chunk_rows: int) -> None:
+def child(url: str, table: str, out: str, chunk_rows: int, reader: str) -> None:
     """Extract the table to Parquet (in this process) and print rows, seconds and peak RSS."""
     from include.dunning.extraction import extract_to_parquet
 
     engine = sa.create_engine(url)
     started = time.perf_counter()
-    result = extract_to_parquet(engine, f"SELECT * FROM {table}", {}, out, chunk_rows=chunk_rows)
+    cpu = time.process_time()
+    result = extract_to_parquet(
+        engine, f"SELECT * FROM {table}", {}, out, chunk_rows=chunk_rows, reader=reader
+    )
     seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"rows": result.rows, "seconds": seconds, "peak_mib": peak_kib / 1024}))
+    print(
+        json.dumps(
+            {
+                "rows": result.rows,
+                "seconds": seconds,
+                "cpu_seconds": cpu,
+                "peak_mib": peak_kib / 1024,
+                "reader": result.reader,
+            }
+        )
+    )
 
 
-def run_child(url: str, table: str, chunk_rows: int) -> dict:
+def run_child(url: str, table: str, chunk_rows: int, reader: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out.parquet")
         proc = subprocess.run(
-            [sys.executable, __file__, "--child", url, table, out, str(chunk_rows)],
+            [sys.executable, __file__, "--child", url, table, out, str(chunk_rows), reader],
             capture_output=True,
             text=True,
             check=False,
@@ -127,7 +145,7 @@ def run_child(url: str, table: str, chunk_rows: int) -> dict:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+        child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6])
         return 0
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -136,20 +154,33 @@ def main() -> int:
     parser.add_argument("--engines", default="postgresql,mariadb,sqlite")
     parser.add_argument("--chunk-rows", type=int, default=100_000)
     parser.add_argument("--keep", action="store_true", help="keep the databases for the next run")
+    parser.add_argument(
+        "--readers",
+        default="auto",
+        help="comma-separated readers to run per engine: auto (Arrow-native when installed), "
+        "arrow, copy (PostgreSQL COPY csv), cursor (DB-API cursor)",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per engine and reader")
     args = parser.parse_args()
     kinds = [k.strip() for k in args.engines.split(",") if k.strip()]
+    readers = [r.strip() for r in args.readers.split(",") if r.strip()]
     results = []
     for kind in kinds:
         url = engine_url(kind)
         table, gen_seconds = ensure_table(url, args.rows)
-        stats = run_child(url, table, args.chunk_rows)
-        results.append((kind, gen_seconds, stats))
-        print(f"{kind}: {json.dumps(stats)}", file=sys.stderr)
+        for _ in range(args.repeat):
+            for reader in readers:
+                if reader == "copy" and kind != "postgresql":
+                    continue
+                stats = run_child(url, table, args.chunk_rows, reader)
+                results.append((kind, gen_seconds, stats))
+                print(f"{kind}: {json.dumps(stats)}", file=sys.stderr)
         if not args.keep:
             drop(kind)
     print(f"\nextract {args.rows:,} rows x 11 columns to Parquet (chunk_rows={args.chunk_rows:,})")
     print(
-        f"{'engine':<12}{'rows':>12}{'seconds':>10}{'rows/s':>12}{'peak RSS MiB':>14}{'parquet MiB':>13}{'load s':>9}"
+        f"{'engine':<12}{'reader':<12}{'rows':>12}{'seconds':>10}{'rows/s':>12}{'CPU s':>8}"
+        f"{'peak RSS MiB':>14}{'parquet MiB':>13}{'load s':>9}"
     )
     for kind, gen_seconds, stats in results:
         load = f"{gen_seconds:.1f}" if gen_seconds is not None else "reused"
@@ -157,7 +188,8 @@ def main() -> int:
             print(f"{kind:<12} error: {stats['error']}")
             continue
         print(
-            f"{kind:<12}{stats['rows']:>12,}{stats['seconds']:>10.2f}{stats['rows'] / stats['seconds']:>12,.0f}"
+            f"{kind:<12}{stats['reader']:<12}{stats['rows']:>12,}{stats['seconds']:>10.2f}"
+            f"{stats['rows'] / stats['seconds']:>12,.0f}{stats['cpu_seconds']:>8.1f}"
             f"{stats['peak_mib']:>14.0f}{stats['parquet_mib']:>13.1f}{load:>9}"
         )
     return 0
