@@ -14,6 +14,7 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from .money import AmountLike, as_amount, to_money
 
@@ -86,6 +87,18 @@ class PowerTariffRules:
             raise ValueError(f"minimum_penalty must be a non-negative Decimal, got {self.minimum_penalty!r}")
 
 
+# Lookups for the common arguments (plain strings and the enum members themselves).
+_CUSTOMER_CLASSES: dict[object, CustomerClass] = {c.value: c for c in CustomerClass}
+_CROSS_YEAR: dict[object, CrossYear] = {c.value: c for c in CrossYear}
+
+
+def _lookup(table: dict[object, Any], key: object) -> Any:
+    try:
+        return table.get(key)
+    except TypeError:  # unhashable: let the enum refuse it
+        return None
+
+
 DEFAULT_TAX_RULES = TaxSurchargeRules()
 DEFAULT_POWER_RULES = PowerTariffRules()
 
@@ -139,8 +152,18 @@ def tax_surcharge(
     :raises ValueError: if ``principal`` is negative or not an amount.
     :raises TypeError: if a date is not a ``datetime.date`` or ``principal`` is a float.
     """
-    amount = _non_negative(principal, "principal")
-    n = days_overdue(deadline, paid_on)
+    if (
+        type(principal) is Decimal
+        and type(deadline) is dt.date
+        and type(paid_on) is dt.date
+        and principal.is_finite()
+        and principal >= 0
+    ):  # the planner's case: the checks below would all pass
+        amount = principal
+        n = max(0, (paid_on - deadline).days)
+    else:
+        amount = _non_negative(principal, "principal")
+        n = days_overdue(deadline, paid_on)
     surcharge = amount * rules.daily_rate * n
     cap = rules.cap_at_principal if cap_at_principal is None else cap_at_principal
     if cap and surcharge > amount:
@@ -194,22 +217,32 @@ def power_penalty(
     :raises ValueError: for a negative amount or grace period, or an unknown
         ``customer_class`` / ``cross_year``; the message names the argument.
     """
-    principal = _non_negative(amount, "amount")
-    _check_date(due, "due")
-    _check_date(paid_on, "paid_on")
-    try:
-        klass = CustomerClass(customer_class)
-    except ValueError:
-        raise ValueError(
-            f"customer_class must be one of {[c.value for c in CustomerClass]}, got {customer_class!r}"
-        ) from None
-    try:
-        reading = CrossYear(cross_year)
-    except ValueError:
-        raise ValueError(
-            f"cross_year must be one of {[c.value for c in CrossYear]}, got {cross_year!r}"
-        ) from None
-    if isinstance(grace_days, bool) or not isinstance(grace_days, int) or grace_days < 0:
+    if type(amount) is Decimal and amount.is_finite() and amount >= 0:
+        principal = amount
+    else:
+        principal = _non_negative(amount, "amount")
+    if type(due) is not dt.date or type(paid_on) is not dt.date:
+        _check_date(due, "due")
+        _check_date(paid_on, "paid_on")
+    klass = _lookup(_CUSTOMER_CLASSES, customer_class)
+    if klass is None:
+        try:
+            klass = CustomerClass(customer_class)
+        except ValueError:
+            raise ValueError(
+                f"customer_class must be one of {[c.value for c in CustomerClass]}, got {customer_class!r}"
+            ) from None
+    reading = _lookup(_CROSS_YEAR, cross_year)
+    if reading is None:
+        try:
+            reading = CrossYear(cross_year)
+        except ValueError:
+            raise ValueError(
+                f"cross_year must be one of {[c.value for c in CrossYear]}, got {cross_year!r}"
+            ) from None
+    if (
+        type(grace_days) is not int and (isinstance(grace_days, bool) or not isinstance(grace_days, int))
+    ) or (grace_days < 0):
         raise ValueError(f"grace_days must be a non-negative int, got {grace_days!r}")
 
     effective_due = due + dt.timedelta(days=grace_days)

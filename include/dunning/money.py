@@ -20,6 +20,7 @@ AmountLike = Decimal | int | str
 
 # After clean-up: optional sign, digits with optional well-formed thousands groups, optional fraction.
 _AMOUNT_RE = re.compile(r"[+-]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?", re.ASCII)
+_PLAIN_RE = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?", re.ASCII)
 _CURRENCY_MARKERS = ("CNY", "RMB", "¥", "元")
 
 
@@ -36,6 +37,8 @@ def parse_amount(text: str) -> Decimal:
     """
     if not isinstance(text, str):
         raise TypeError(f"parse_amount expects str, got {type(text).__name__}")
+    if _PLAIN_RE.fullmatch(text):  # plain ASCII "1234.50": nothing to clean up
+        return Decimal(text)
     cleaned = unicodedata.normalize("NFKC", text).strip().replace("，", ",")
     upper = cleaned.upper()
     for marker in _CURRENCY_MARKERS:
@@ -82,7 +85,10 @@ def to_money(x: AmountLike) -> Decimal:
 
     :param x: a ``Decimal``, ``int`` or amount string; floats are refused.
     """
-    amount = as_amount(x, name="x")
+    if type(x) is Decimal and x.is_finite():  # the common case, without the checks below
+        amount = x
+    else:
+        amount = as_amount(x, name="x")
     try:
         return amount.quantize(CENT, rounding=ROUND_HALF_UP)
     except InvalidOperation:  # pragma: no cover - only for amounts beyond the context precision

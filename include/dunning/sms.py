@@ -10,6 +10,7 @@ SMPP sends GSM-7 *unpacked*: one septet per octet, escape pairs as two octets (0
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass, field
 
@@ -54,6 +55,9 @@ GSM7_EXTENSION = {
 _GSM7_ENCODE: dict[str, bytes] = {ch: bytes([i]) for i, ch in enumerate(GSM7_BASIC) if i != GSM7_ESCAPE}
 _GSM7_ENCODE.update({ch: bytes([GSM7_ESCAPE, code]) for ch, code in GSM7_EXTENSION.items()})
 _GSM7_DECODE_EXT = {code: ch for ch, code in GSM7_EXTENSION.items()}
+# One regex scan instead of a dict lookup per character (tests check it against the table).
+_NOT_GSM7 = re.compile("[^" + "".join(re.escape(ch) for ch in _GSM7_ENCODE) + "]")
+_EXTENSION_CHARS = tuple(GSM7_EXTENSION)
 
 
 class MessageTooLong(ValueError):
@@ -92,7 +96,7 @@ class EncodedMessage:
 
 def is_gsm7(text: str) -> bool:
     """Return whether every character of ``text`` is in the GSM 03.38 alphabet or its extension."""
-    return all(ch in _GSM7_ENCODE for ch in text)
+    return _NOT_GSM7.search(text) is None
 
 
 def choose_coding(text: str) -> int:
@@ -144,11 +148,12 @@ def split_text(text: str, *, max_parts: int | None = None) -> EncodedMessage:
     """
     data_coding = choose_coding(text)
     single, per_part, unit = _limits(data_coding)
-    chunks = _char_chunks(text, data_coding)
-    total = sum(len(c) for c in chunks)
-    if total <= single:
-        parts = [b"".join(chunks)]
+    # Fast path (the send loop's hot spot): one encode call; a text that fits one SMS is done.
+    whole = text.encode("utf-16-be") if data_coding == DATA_CODING_UCS2 else encode_gsm7(text)
+    if len(whole) <= single:
+        parts = [whole]
     else:
+        chunks = _char_chunks(text, data_coding)
         parts = []
         current: list[bytes] = []
         size = 0
@@ -173,7 +178,23 @@ def sms_parts(text: str) -> int:
 
     :param text: the full message, signature (【...】) included
     """
-    data_coding = choose_coding(text)
+    if _NOT_GSM7.search(text) is None:
+        escapes = sum(map(text.count, _EXTENSION_CHARS))
+        septets = len(text) + escapes
+        if septets <= GSM7_SINGLE_SEPTETS:
+            return 1
+        if not escapes:  # every character one septet: parts are simply full
+            return -(-septets // GSM7_PART_SEPTETS)
+        return _greedy_parts(text, DATA_CODING_GSM7)
+    if max(text) < "\U00010000":  # no surrogate pairs: every character one UTF-16 unit
+        if len(text) <= UCS2_SINGLE_UNITS:
+            return 1
+        return -(-len(text) // UCS2_PART_UNITS)
+    return _greedy_parts(text, DATA_CODING_UCS2)
+
+
+def _greedy_parts(text: str, data_coding: int) -> int:
+    """Count parts character by character, never cutting an escape or a surrogate pair."""
     single, per_part, _unit = _limits(data_coding)
     chunks = _char_chunks(text, data_coding)
     if sum(len(c) for c in chunks) <= single:
