@@ -1,9 +1,12 @@
 """Print SMPP submit throughput side by side against the SMSC simulator over loopback.
 
-Scenarios, each at SMSC latency 0 ms and 20 ms: plain smpplib one submit_sm at a time; our
+Scenarios, each at SMSC latency 0 ms and 20 ms: plain smpplib one submit_sm at a time; a bare
+socket client (pre-encoded submit_sm, window 100 refilled per read: what the simulator can
+answer at most, so a slow figure can be told apart from a slow SMSC side); our
 SmppHook.submit_batch with a window of 100; the full send path (SmppSendOperator.execute with
-the ledger in a throwaway PostgreSQL database, claim and record through DunningStore); and
-four binds in parallel (one process and one hook each) at 20 ms. The simulator runs in its
+the ledger in a throwaway PostgreSQL database, rows claimed ahead and answers recorded behind
+the bind by the pipeline in operators/smpp_pipeline.py); and four binds in parallel (one
+process and one hook each) at 20 ms. The simulator runs in its
 own process so it does not share the GIL with the sender. Receipts are not requested
 (registered_delivery false), so the figures are for the submit path alone. No assertions.
 
@@ -18,6 +21,8 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -90,6 +95,65 @@ def smpplib_sync(port: int, n: int) -> float:
     elapsed = time.perf_counter() - start
     client.unbind()
     client.disconnect()
+    return n / elapsed
+
+
+def _bare_pdu(command_id: int, sequence: int, body: bytes) -> bytes:
+    return struct.pack(">LLLL", 16 + len(body), command_id, 0, sequence) + body
+
+
+def bare_socket(port: int, n: int, window: int = 100) -> float:
+    """Send n pre-encoded submit_sm over a raw socket, refilling the window per response.
+
+    No smpplib, no ledger, no per-message work: what the simulator answers at most, to tell
+    whether a slow figure is the SMSC side or ours.
+    """
+    from include.dunning.sms import split_text
+
+    text = split_text(TEXT.format(n=0)).parts[0]
+    bodies = [
+        b"\x00\x00\x0112366\x00\x00\x01"
+        + f"139{i:08d}".encode()
+        + b"\x00\x00\x00\x00\x00\x00\x00\x00\x08\x00"
+        + bytes((len(text),))
+        + text
+        for i in range(n)
+    ]
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(_bare_pdu(0x00000002, 1, b"bench\x00pw\x00\x00\x34\x00\x00\x00"))
+    buf = bytearray()
+
+    def take() -> list[int]:
+        nonlocal buf
+        data = sock.recv(262144)
+        if not data:
+            raise ConnectionError("simulator closed the connection")
+        buf += data
+        done, pos = [], 0
+        while len(buf) - pos >= 16:
+            length, command_id = struct.unpack_from(">LL", buf, pos)
+            if len(buf) - pos < length:
+                break
+            done.append(command_id)
+            pos += length
+        del buf[:pos]
+        return done
+
+    while not take():
+        pass
+    start = time.perf_counter()
+    sent = answered = 0
+    while answered < n:
+        burst = []
+        while sent < n and sent - answered < window:
+            burst.append(_bare_pdu(0x00000004, sent + 2, bodies[sent]))
+            sent += 1
+        if burst:
+            sock.sendall(b"".join(burst))
+        answered += sum(1 for c in take() if c == 0x80000004)
+    elapsed = time.perf_counter() - start
+    sock.close()
     return n / elapsed
 
 
@@ -229,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             sync_n = n if latency_ms == 0 else sync20
             rows.append(("smpplib, one at a time", latency_ms, sync_n, smpplib_sync(port, sync_n)))
+            rows.append(("bare socket client, window 100", latency_ms, n, bare_socket(port, n)))
             rows.append(("SmppHook.submit_batch, window 100", latency_ms, n, hook_window(port, n)))
             rows.append(
                 ("full send path, PG ledger, window 100", latency_ms, n, full_path(port, n, args.pg_url))

@@ -127,6 +127,8 @@ THROTTLE_DECREASE = 0.5
 THROTTLE_SPEEDUP = 1.003
 # Responses handled between two writes of new submit_sm.
 SEND_GROUP = 16
+# Seconds between two asks of submit_batch's admit() while it holds the next message back.
+ADMIT_POLL = 0.001
 _STATUS_NAMES = {
     value: name.removeprefix("SMPP_")
     for name, value in vars(smpplib.consts).items()
@@ -203,6 +205,10 @@ class _Batch:
     results: list[SubmitResult]
     ids: dict[int, list[str | None]] = field(default_factory=dict)
     failed: set[int] = field(default_factory=set)
+    # Parts of each planned message not settled yet (answered, refused or skipped); at 0 the
+    # message's result is final and goes to on_result.
+    unsettled: dict[int, int] = field(default_factory=dict)
+    on_result: Callable[[SubmitResult], None] | None = None
 
 
 def _cstring(value: str) -> bytes:
@@ -661,6 +667,8 @@ class SmppHook(ConnectionExtras, BaseHook):
                 permanent=True,
             )
             batch.failed.add(index)
+            batch.unsettled[index] = 0
+            self._settled_message(batch, index)
             return []
         source = message.source or defaults["source_addr"]
         src_ton, src_npi = self._source_ton_npi(source)
@@ -683,6 +691,7 @@ class SmppHook(ConnectionExtras, BaseHook):
         total = len(encoded.parts)
         reference = reference_for(message.key)
         batch.ids[index] = [None] * total
+        batch.unsettled[index] = total
         parts = []
         for seq, body in enumerate(encoded.parts, start=1):
             short_message = concat_udh(reference, total, seq) + body if total > 1 else body
@@ -690,17 +699,34 @@ class SmppHook(ConnectionExtras, BaseHook):
             parts.append(_Part(index=index, seq=seq, total=total, pdu_args=args, body=submit_sm_body(args)))
         return parts
 
-    def submit_batch(self, messages: Sequence[OutboundSms]) -> list[SubmitResult]:
+    def submit_batch(
+        self,
+        messages: Sequence[OutboundSms],
+        *,
+        on_result: Callable[[SubmitResult], None] | None = None,
+        admit: Callable[[], tuple[int, int]] | None = None,
+    ) -> list[SubmitResult]:
         """Submit every message, keeping up to ``window`` submit_sm unanswered; return one result each.
 
-        Throttled (0x58) and queue-full (0x14) parts are sent again, the same PDU under a new
-        sequence number, after the whole bind pauses and slows down (the pause doubles per
-        throttle episode; the rate is halved, then grows again with every accepted submit_sm).
-        A refused part stops the rest of its message. Messages over ``max_parts`` are not sent.
+        The window is refilled as responses arrive (a few at a time, in one write), so it stays
+        full over the SMSC's latency. Throttled (0x58) and queue-full (0x14) parts are sent
+        again, the same PDU under a new sequence number, after the whole bind pauses and slows
+        down (the pause doubles per throttle episode; the rate is halved, then grows again with
+        every accepted submit_sm). A refused part stops the rest of its message. Messages over
+        ``max_parts`` are not sent.
 
         :param messages: the batch, in ledger order
+        :param on_result: called with each message's result as soon as all its parts are
+            settled (in completion order, not batch order), so a caller can record results
+            while later messages are still on the wire
+        :param admit: returns ``(may_start, end)``: how many messages of the batch may have
+            been started so far (e.g. claimed in the ledger, within the caller's bound of
+            unrecorded results), and where the batch ends (``len(messages)``, or less once the
+            caller stops it, e.g. a quota used up); the hook waits, still reading responses,
+            until it allows the next message, and returns the results of ``[0, end)``
         :raises SmppTransportError: when the connection drops or the SMSC stops answering;
-            ``error.results`` holds the results known by then
+            ``error.results`` holds the results known by then (without ``on_result``: all of
+            them; with it: none, they were all handed to ``on_result`` already)
         """
         client = self.get_conn()
         if self._bound_mode == "receiver":
@@ -713,14 +739,21 @@ class SmppHook(ConnectionExtras, BaseHook):
                 SubmitResult(key=m.key, message_ids=[], command_status=ESME_ROK, error=None, permanent=False)
                 for m in messages
             ],
+            on_result=on_result,
         )
         defaults = self._submit_defaults()
         queue: deque[_Part] = deque()
         planned = 0  # messages [0, planned) are split and encoded into parts
+        end = len(messages)  # messages [end, ...) are not to be sent (the caller stopped)
 
         def plan(count: int) -> None:
-            nonlocal planned
-            for index in range(planned, min(planned + count, len(messages))):
+            nonlocal planned, end
+            limit = end
+            if admit is not None:
+                limit, stop = admit()
+                end = max(planned, min(end, stop))
+                limit = min(limit, end)
+            for index in range(planned, min(planned + count, limit)):
                 queue.extend(self._plan(batch, index, messages[index], defaults))
                 planned = index + 1
 
@@ -733,9 +766,9 @@ class SmppHook(ConnectionExtras, BaseHook):
         next_send = time.monotonic()
         last_progress = time.monotonic()
         try:
-            while queue or outstanding or backoff or planned < len(messages):
-                if planned < len(messages) and len(queue) < window:
-                    plan(window - len(queue))
+            while queue or outstanding or backoff or planned < end:
+                if not queue and planned < end:
+                    plan(window)
                 now = time.monotonic()
                 while backoff and backoff[0][0] <= now:
                     queue.appendleft(heapq.heappop(backoff)[2])
@@ -747,6 +780,7 @@ class SmppHook(ConnectionExtras, BaseHook):
                     while queue and len(outstanding) < window and now >= next_send:
                         part = queue.popleft()
                         if part.index in batch.failed:
+                            self._part_settled(batch, part)
                             continue
                         sequence = client.next_sequence()
                         chunks.append(_HEADER.pack(16 + len(part.body), SUBMIT_SM, 0, sequence) + part.body)
@@ -756,7 +790,11 @@ class SmppHook(ConnectionExtras, BaseHook):
                             next_send = max(next_send + interval, now)
                     if chunks:
                         self._send_raw(b"".join(chunks))
-                if not outstanding and not queue and not backoff and planned == len(messages):
+                # Split and encode the next messages while these are on the wire, not between
+                # a response and the submit_sm that refills its place.
+                if planned < end and len(queue) < window:
+                    plan(window - len(queue))
+                if not outstanding and not queue and not backoff and planned == end:
                     break
                 now = time.monotonic()
                 waits = [response_timeout - (now - last_progress)] if outstanding else [1.0]
@@ -764,6 +802,8 @@ class SmppHook(ConnectionExtras, BaseHook):
                     waits.append(backoff[0][0] - now)
                 if queue and len(outstanding) < window:
                     waits.append(max(next_send, self._hold_until) - now)
+                elif not queue and planned < end:
+                    waits.append(ADMIT_POLL)  # the caller's admit() may allow more soon
                 pdu = self._read(max(0.0, min(waits)))
                 if pdu is None:
                     if outstanding and time.monotonic() - last_progress >= response_timeout:
@@ -791,20 +831,20 @@ class SmppHook(ConnectionExtras, BaseHook):
                         self._respond("deliver_sm_resp", pdu.sequence)
                     elif not self._answer_request(pdu):
                         raise SmppTransportError(f"SMSC at {self.address} unbound during submit")
-                    # Handle responses already received before sending again, a few at a
-                    # time: sending in small groups keeps the window spread out over the
-                    # SMSC's latency instead of travelling as one block.
+                    # Refill the window after a few responses, in one write: the window stays
+                    # spread out over the SMSC's latency instead of travelling as one block.
                     handled += 1
-                    if handled >= SEND_GROUP and queue and len(outstanding) < window:
+                    if handled >= SEND_GROUP and (queue or planned < end) and len(outstanding) < window:
                         break
                     pdu = self._read(0.0) if len(self._rxbuf) >= 16 else None
         except SmppTransportError as exc:
-            unfinished = {p.index for p in queue} | {p.index for p in outstanding.values()}
-            unfinished |= {entry[2].index for entry in backoff}
-            unfinished |= set(range(planned, len(messages)))
-            exc.results = [self._finish(batch, i) for i in range(len(messages)) if i not in unfinished]
+            if on_result is None:
+                unfinished = {p.index for p in queue} | {p.index for p in outstanding.values()}
+                unfinished |= {entry[2].index for entry in backoff}
+                unfinished |= set(range(planned, end))
+                exc.results = [self._finish(batch, i) for i in range(end) if i not in unfinished]
             raise
-        return [self._finish(batch, i) for i in range(len(messages))]
+        return [self._finish(batch, i) for i in range(end)]
 
     def _throttled(self, status: int) -> float:
         """Slow the bind down after a throttle; return when the throttled part may go again."""
@@ -842,12 +882,14 @@ class SmppHook(ConnectionExtras, BaseHook):
         if status == ESME_ROK:
             batch.ids[part.index][part.seq - 1] = normalize_message_id(getattr(pdu, "message_id", None))
             self._accepted()
+            self._part_settled(batch, part)
             return
         if status in RETRY_LATER_STATUSES and part.attempts < MAX_THROTTLE_RETRIES:
             part.attempts += 1
             heapq.heappush(backoff, (self._throttled(status), next(tie), part))
             return
         if part.index in batch.failed:
+            self._part_settled(batch, part)
             return
         batch.failed.add(part.index)
         message = batch.messages[part.index]
@@ -864,6 +906,16 @@ class SmppHook(ConnectionExtras, BaseHook):
             mask(message.destination),
             status_name(status),
         )
+        self._part_settled(batch, part)
+
+    def _part_settled(self, batch: _Batch, part: _Part) -> None:
+        batch.unsettled[part.index] -= 1
+        if batch.unsettled[part.index] == 0:
+            self._settled_message(batch, part.index)
+
+    def _settled_message(self, batch: _Batch, index: int) -> None:
+        if batch.on_result is not None:
+            batch.on_result(self._finish(batch, index))
 
     @staticmethod
     def _finish(batch: _Batch, index: int) -> SubmitResult:

@@ -377,3 +377,67 @@ def test_reply_td_reaches_on_message_on_a_transceiver(
         )
     assert replies == [{"source": "13812348000", "destination": "12366", "text": "TD"}]
     assert [r.message_id for r in receipts] == result.message_ids
+
+
+def test_on_result_streams_each_message_once_under_throttling_with_multipart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    messages = batch(200)  # a mix of single and multipart texts
+    streamed: list[SubmitResult] = []
+    # A low rate: even a machine busy with other work sends faster than this and is throttled.
+    with SmscSimulator(password=PASSWORD, throttle_rate=400, throttle_burst=10, seed=3) as sim:
+        set_connection(monkeypatch, sim.port, window="30", registered_delivery="false")
+        with SmppHook("smpp_test", bind_mode="transmitter") as hook:
+            results = hook.submit_batch(messages, on_result=streamed.append)
+        throttled = [r for r in sim.received if r["status"] == 0x58]
+    assert throttled, "the simulator never throttled: the test proves nothing"
+    assert sorted(r.key for r in streamed) == sorted(m.key for m in messages)  # each exactly once
+    by_key = {r.key: r for r in results}
+    text_of = {m.key: m.text for m in messages}
+    assert any(sms_parts(text) > 1 for text in text_of.values())
+    for result in streamed:
+        assert result.command_status == 0
+        assert result.message_ids == by_key[result.key].message_ids  # complete when handed over
+        assert len(result.message_ids) == sms_parts(text_of[result.key])
+
+
+def test_admit_holds_messages_back_and_can_end_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    messages = single_part_batch(120)
+    streamed: list[SubmitResult] = []
+    seen_at_admit: list[tuple[int, int]] = []
+
+    def admit() -> tuple[int, int]:
+        # Start a message only once every earlier one was answered (a bound of one in doubt),
+        # and end the batch after 90 messages, as a used-up quota would.
+        seen_at_admit.append((len(streamed), sim.submits))
+        return len(streamed) + 1, 90
+
+    with SmscSimulator(password=PASSWORD) as sim:
+        set_connection(monkeypatch, sim.port, window="10", registered_delivery="false")
+        with SmppHook("smpp_test", bind_mode="transmitter") as hook:
+            results = hook.submit_batch(messages, on_result=streamed.append, admit=admit)
+        received = [m["destination"] for m in sim.messages]
+    assert len(results) == len(streamed) == 90
+    assert received == [m.destination for m in messages[:90]]  # in order, none past the end
+    assert all(submits - answered <= 1 for answered, submits in seen_at_admit)
+
+
+def test_disconnect_with_on_result_hands_over_every_answer_before_raising(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    messages = single_part_batch(200)
+    streamed: list[SubmitResult] = []
+    with SmscSimulator(password=PASSWORD, disconnect_every=75) as sim:
+        set_connection(monkeypatch, sim.port, window="10", registered_delivery="false")
+        hook = SmppHook("smpp_test", bind_mode="transmitter")
+        with pytest.raises(SmppTransportError) as info:
+            with hook:
+                hook.submit_batch(messages, on_result=streamed.append)
+        recorded = sim.messages
+    assert info.value.results == []  # already handed over, one by one
+    ids_of = {m["destination"]: m["message_ids"] for m in recorded}
+    assert 75 - 10 <= len(streamed) < 75
+    for result in streamed:
+        destination = messages[int(result.key.split("-")[1])].destination
+        assert result.message_ids == [normalize_message_id(i) for i in ids_of[destination]]
+    assert messages[74].key not in {r.key for r in streamed}

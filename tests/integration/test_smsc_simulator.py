@@ -20,6 +20,7 @@ import smpplib.exceptions
 import smpplib.smpp
 
 from include.dunning.sms import concat_udh, split_text
+from include.simulators import smsc
 from include.simulators.smsc import SmscSimulator
 
 pytestmark = pytest.mark.integration
@@ -399,3 +400,40 @@ def test_cli_rehearsal_flags_and_mo_reply(tmp_path: Path) -> None:
 def test_bad_rehearsal_settings_are_refused(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         SmscSimulator(**kwargs)
+
+
+def test_fast_submit_sm_parser_agrees_with_the_checked_one() -> None:
+    from hooks.smpp import submit_sm_body
+
+    args = {
+        "source_addr_ton": 5,
+        "source_addr_npi": 0,
+        "source_addr": "TAXOFFICE",
+        "dest_addr_ton": 1,
+        "dest_addr_npi": 1,
+        "destination_addr": "8613812348000",
+        "esm_class": 0x40,
+        "validity_period": "000001000000000R",
+        "registered_delivery": 1,
+        "data_coding": 8,
+        "short_message": concat_udh(7, 2, 1) + "税务提醒".encode("utf-16-be"),
+    }
+    body = submit_sm_body(args)
+    payload_tlv = struct.pack(">HH", 0x0424, 4) + b"\x00a\x00b"
+    no_sm = body[: -len(args["short_message"]) - 1] + b"\x00"
+    good = [body, body + struct.pack(">HHB", 0x020C, 1, 9), no_sm + payload_tlv]
+    for sample in good:
+        assert smsc._parse_submit_sm_fast(sample) == smsc._parse_submit_sm_checked(sample)
+    # Malformed bodies: the same precise error either way (the fast path defers to the checked one).
+    for broken in (
+        body[:5],
+        body[:-3],
+        body + b"\x02",
+        body.replace(b"\x00", b"\x01"),
+        no_sm + payload_tlv[:6],
+    ):
+        with pytest.raises(smsc.PduError) as fast:
+            smsc.parse_submit_sm(broken)
+        with pytest.raises(smsc.PduError) as checked:
+            smsc._parse_submit_sm_checked(broken)
+        assert (str(fast.value), fast.value.status) == (str(checked.value), checked.value.status)
