@@ -4,6 +4,9 @@ Routes (under the plugin's prefix, ``/dunning-monitor``):
 
 - ``GET /``: a self-contained HTML page (no CDN) that polls ``status`` and renders tables
 - ``GET /status``: the JSON document built by :func:`include.monitor.status.build_status`
+- ``GET /reports/{dag_id}/{run_id}``: the run's HTML report (the report task's "Run report"
+  button links here), and ``/reports/{dag_id}/{file}`` the CSV / JSON / .xlsx files beside it;
+  read only from the report root (:mod:`include.monitor.reports`), authorised per DAG
 
 Airflow does not authenticate a plugin's FastAPI app (a mounted app inherits none of the core
 API's dependencies), so this app declares Airflow's own dependency on every route:
@@ -24,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import requires_access_dag
-from fastapi import Depends, FastAPI
-from fastapi.responses import HTMLResponse
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.responses import HTMLResponse, Response
 
 from include.monitor import status as st
 
@@ -93,7 +96,7 @@ def _gateway_spec(conn_id: str, secrets: list[str]) -> st.GatewaySpec:
         conn_id,
         host=conn.host or "127.0.0.1",
         port=int(conn.port or 2775),
-        quota=st.parse_quota(extras.get("quota")),
+        quota=st.parse_quota(extras.get("daily_quota", extras.get("quota"))),
     )
 
 
@@ -167,6 +170,7 @@ def collect_status() -> dict[str, Any]:
             day_start=day_start,
             day_end=day_end,
             rate_since=now.replace(tzinfo=None) - st.RATE_WINDOW,
+            usage_day=local_day,
         )
     except Exception as exc:
         store_error = f"dunning store not readable: {_describe(exc)}"
@@ -199,6 +203,32 @@ def collect_status() -> dict[str, Any]:
     )
 
 
+# The report is self-contained (inline CSS and SVG, no scripts): the browser may load nothing else.
+REPORT_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+def report_response(dag_id: str, name: str) -> Response:
+    """Return a run's report file from the report root, or 404 (never a file outside it)."""
+    from include.monitor.reports import MEDIA_TYPES, ReportNotFound, find_report
+    from operators.report import report_root
+
+    try:
+        path, media_type = find_report(report_root(), dag_id, name)
+    except ReportNotFound as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+    with path.open("rb") as fh:
+        content = fh.read()
+    headers = dict(REPORT_HEADERS)
+    if not media_type.startswith("text/html"):
+        disposition = "attachment" if media_type == MEDIA_TYPES[".xlsx"] else "inline"
+        headers["Content-Disposition"] = f'{disposition}; filename="{path.name}"'
+    return Response(content, media_type=media_type, headers=headers)
+
+
 def page_html() -> str:
     """Return the monitor page (HTML, CSS and script in one document)."""
     from include.monitor.page import PAGE_HTML
@@ -224,6 +254,11 @@ def create_app() -> FastAPI:
     def monitor_status() -> dict[str, Any]:
         # A sync route: FastAPI runs it in its thread pool, so the 1 s probes never block the loop.
         return collect_status()
+
+    @app.get("/reports/{dag_id}/{name}")
+    def run_report(dag_id: str, name: str) -> Response:
+        # The app-wide dependency reads ``dag_id`` from the path: access is checked for this DAG.
+        return report_response(dag_id, name)
 
     return app
 

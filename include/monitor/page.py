@@ -75,7 +75,15 @@ function table(columns, rows, empty) {
     columns.forEach(c => {
       const v = r[c.key];
       const cls = c.state ? "state-" + v : (typeof v === "number" ? "num" : "");
-      tr.appendChild(el("td", v === null || v === undefined ? "\\u2013" : v, cls));
+      const td = el("td", v === null || v === undefined ? "\\u2013" : v, cls);
+      if (c.link && v !== null && v !== undefined) {
+        const a = el("a", v);
+        a.href = c.link(r);
+        a.target = "_blank";
+        a.title = "Run report";
+        td.replaceChildren(a);
+      }
+      tr.appendChild(td);
     });
     body.appendChild(tr);
   });
@@ -123,7 +131,10 @@ function render(s) {
     {key: "next_logical_date", label: "Next logical date"}, {key: "next_run_after", label: "Runs after"}],
     s.scheduled, s.scheduled === null ? "Not available." : "No dunning DAG scheduled."));
   put("runs", table([
-    {key: "dag_id", label: "DAG"}, {key: "run_id", label: "Run"}, {key: "as_of", label: "As of"},
+    {key: "dag_id", label: "DAG"},
+    {key: "run_id", label: "Run (report)",
+     link: r => "reports/" + encodeURIComponent(r.dag_id) + "/" + encodeURIComponent(r.run_id)},
+    {key: "as_of", label: "As of"},
     {key: "planned", label: "Planned"}, {key: "submitted", label: "Submitted"},
     {key: "delivered", label: "Delivered"}, {key: "failed", label: "Failed"},
     {key: "pending", label: "Pending"}, {key: "finished_at", label: "Finished"}],

@@ -146,6 +146,7 @@ def ledger_figures(
     day_end: datetime,
     rate_since: datetime,
     recent_runs: int = RECENT_RUNS,
+    usage_day: date | None = None,
 ) -> dict[str, Any]:
     """Count the ledger: the queue, today's submits and outcomes, receipts outstanding, recent runs.
 
@@ -158,6 +159,8 @@ def ledger_figures(
     :param day_end: end of the local day, naive UTC
     :param rate_since: start of the rate window, naive UTC
     :param recent_runs: how many ``dunning_run`` rows to return, newest first
+    :param usage_day: the local day whose ``gateway_usage`` rows (parts reserved against each
+        gateway's daily quota by the send tasks) go into ``quota_used`` / ``quota_daily``
     """
     import sqlalchemy as sa
 
@@ -206,6 +209,21 @@ def ledger_figures(
             {"since": rate_since},
         ).all():
             per_gateway.setdefault(gateway, {}).update(rows_recent=int(rows), parts_recent=int(parts))
+        if usage_day is not None:
+            try:
+                with conn.begin_nested():
+                    usage = conn.execute(
+                        sa.text(
+                            "SELECT gateway, used, daily_quota FROM gateway_usage WHERE usage_day = :day"
+                        ),
+                        {"day": usage_day},
+                    ).all()
+            except sa.exc.DBAPIError:  # a store created before the table: no quota figures
+                usage = []
+            for gateway, used, quota in usage:
+                per_gateway.setdefault(gateway, {}).update(
+                    quota_used=int(used), **({} if quota is None else {"quota_daily": int(quota)})
+                )
         runs = conn.execute(
             sa.text(
                 "SELECT dag_id, run_id, as_of, planned, suppressed, submitted, failed, delivered, "
@@ -276,7 +294,8 @@ class GatewaySpec:
     :param conn_id: the Airflow connection id (also the ledger's ``gateway`` value)
     :param host: SMSC host, None when the connection could not be read
     :param port: SMSC port
-    :param quota: parts allowed per day (the connection's ``quota`` extra), None when unset
+    :param quota: parts allowed per day (the connection's ``daily_quota`` extra, or the older
+        ``quota``), None when unset
     :param error: why the connection could not be read
     """
 
@@ -305,7 +324,11 @@ def gateway_status(
     parts_recent = int(counts.get("parts_recent", 0))
     submitted_today = int(counts.get("submitted_today", 0))
     state, detail = probe if probe is not None else (UNKNOWN, spec.error or "not probed")
-    remaining = None if spec.quota is None else max(0, spec.quota - submitted_today)
+    # The send tasks' own count (gateway_usage: parts reserved against the daily quota) when
+    # there is one; else the parts the ledger shows submitted today.
+    quota = spec.quota if spec.quota is not None else counts.get("quota_daily")
+    used = int(counts.get("quota_used", submitted_today))
+    remaining = None if quota is None else max(0, int(quota) - used)
     return {
         "conn_id": spec.conn_id,
         "address": f"{spec.host}:{spec.port}" if spec.host else None,
@@ -319,7 +342,8 @@ def gateway_status(
         "receipts_outstanding": int(
             (figures.get("receipts_outstanding_by_gateway") or {}).get(spec.conn_id, 0)
         ),
-        "quota": spec.quota,
+        "quota": quota,
+        "quota_used": used,
         "remaining": remaining,
     }
 

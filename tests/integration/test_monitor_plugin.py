@@ -90,6 +90,29 @@ def seed_store(path: Path) -> None:
     store.engine.dispose()
 
 
+REPORT_DAG, REPORT_RUN = "tax_dunning", "manual__2026-11-23T09:00:00.123456+00:00"
+REPORT_MARK = "report of the seeded run 运行报告"
+OUTSIDE_MARK = "outside the report root: never served"
+
+
+def seed_reports(tmp: Path) -> Path:
+    """A report root with one run's HTML + CSV, and files outside it the server must never serve."""
+    from operators.report import report_stem
+
+    root = tmp / "reports"
+    folder = root / REPORT_DAG
+    folder.mkdir(parents=True)
+    stem = report_stem(REPORT_RUN)
+    (folder / f"{stem}.html").write_text(
+        f"<!DOCTYPE html><title>r</title><p>{REPORT_MARK}</p>", encoding="utf-8"
+    )
+    (folder / f"{stem}.summary.csv").write_text("stage,planned\noverdue,5\n", encoding="utf-8")
+    (tmp / "outside.html").write_text(OUTSIDE_MARK, encoding="utf-8")
+    (root / "outside.html").write_text(OUTSIDE_MARK, encoding="utf-8")  # a file, not a DAG folder
+    (folder / "escape.html").symlink_to(tmp / "outside.html")  # a link out of the root
+    return root
+
+
 @dataclass
 class Server:
     url: str
@@ -155,6 +178,7 @@ def server(tmp_path_factory) -> Iterator[Server]:
             {"conn_type": "smpp", "host": "127.0.0.1", "port": free_port(), "password": BACKUP_PASSWORD}
         ),
         "DUNNING_MONITOR_GATEWAYS": "smpp_default,smpp_backup",
+        "DUNNING_REPORT_ROOT": str(seed_reports(tmp)),
         "PYTHONWARNINGS": "ignore::DeprecationWarning",
     }
     log = tmp / "api-server.log"
@@ -268,6 +292,7 @@ def test_page_is_served_and_loads_the_status(server: Server, token: str):
     assert content_type.startswith("text/html")
     assert "Dunning monitor" in body
     assert '"status"' in body  # fetched relative to the page
+    assert '"reports/"' in body  # recent runs link to their reports, relative to the page
     assert "http://" not in body and "https://" not in body  # nothing from a CDN
 
 
@@ -277,3 +302,45 @@ def test_plugin_is_listed_with_its_menu_entry(server: Server, token: str):
     (plugin,) = [p for p in json.loads(body)["plugins"] if p["name"] == "dunning_monitor"]
     assert plugin["fastapi_apps"][0]["url_prefix"] == "/dunning-monitor"
     assert plugin["external_views"][0]["url_route"] == "dunning-monitor"
+
+
+def test_run_report_is_served_behind_auth_at_the_extra_links_url(server: Server, token: str):
+    from include.monitor.links import report_url
+
+    url = server.url + report_url(REPORT_DAG, REPORT_RUN)  # what the "Run report" button opens
+    assert request(url)[0] == 401
+    assert request(url, token="not-a-jwt")[0] in (401, 403)
+    code, content_type, body = request(url, token=token)
+    assert code == 200, f"{code}: {body}\n{_tail(server.log)}"
+    assert content_type.startswith("text/html") and REPORT_MARK in body
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=15) as response:
+        assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+    # The CSV the page links to, relative to the page's own URL.
+    from operators.report import report_stem
+
+    code, content_type, body = request(
+        f"{server.url}/dunning-monitor/reports/{REPORT_DAG}/{report_stem(REPORT_RUN)}.summary.csv",
+        token=token,
+    )
+    assert (code, content_type.split(";")[0], body.splitlines()[0]) == (200, "text/csv", "stage,planned")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/dunning-monitor/reports/tax_dunning/..%2F..%2Foutside.html",
+        "/dunning-monitor/reports/tax_dunning/%2E%2E%2Foutside.html",
+        "/dunning-monitor/reports/..%2F..%2Foutside.html/x",
+        "/dunning-monitor/reports/%2E%2E/outside.html",
+        "/dunning-monitor/reports/outside.html/x",
+        "/dunning-monitor/reports/tax_dunning/escape.html",
+        "/dunning-monitor/reports/tax_dunning/..",
+        "/dunning-monitor/reports/tax_dunning/no-such-run",
+        "/dunning-monitor/reports/tax_dunning/%2Fetc%2Fpasswd",
+    ],
+)
+def test_report_route_serves_nothing_outside_the_report_root(server: Server, token: str, path: str):
+    code, _, body = request(server.url + path, token=token)
+    assert code == 404, f"{path}: {code} {body[:200]}"
+    assert OUTSIDE_MARK not in body and "root:" not in body

@@ -19,6 +19,7 @@ from include.dunning.reporting import (
     export_followup_xlsx,
     holdout_group,
     load_reporting,
+    refresh_recovery,
     staff_followup,
 )
 
@@ -332,3 +333,114 @@ def test_bulk_receipts_leave_the_same_tables_as_per_receipt(kind, tmp_path, requ
     assert ("smsc_main", "ghost", "REJECTD", "002") in unmatched
     assert ("other_gateway", "a1", "UNDELIV", None) in unmatched
     assert all(mid != "late1" for _, mid, *_ in unmatched), "the late submit was rematched"
+
+
+SHARED_RUN = "manual__2026-11-30T09:00:00+00:00"
+
+
+def _seed_shared_number(store: DunningStore) -> None:
+    """An agent's number shared by A1, A2, A3 (one delivered message), B1 alone, H1 held out."""
+    store.create_schema()
+    rows = []
+    for debtor, ids, phone, state, reason in (
+        ("A1", "A1,A2,A3", "13700000001", "PLANNED", None),
+        ("B1", "B1", "13700000002", "PLANNED", None),
+        ("H1", "H1", "13700000003", "SUPPRESSED", "holdout"),
+    ):
+        row = _row(debtor, phone, state=state, reason=reason, amount="300.00" if debtor == "A1" else "100.00")
+        rows.append({**row, "campaign": "agent_test", "debtor_ids": ids, "planned_run_id": SHARED_RUN})
+    store.upsert_planned(rows)
+    keys = [r["idempotency_key"] for r in rows[:2]]
+    store.claim(keys, SHARED_RUN)
+    store.record_submits("smsc_main", [SubmitOutcome(keys[0], ["s1"]), SubmitOutcome(keys[1], ["s2"])])
+    store.apply_receipts_bulk("smsc_main", [Receipt("s1", "DELIVRD", "000"), Receipt("s2", "UNDELIV", "001")])
+
+
+SHARED_PAYMENTS = [
+    ("A2", AS_OF + timedelta(days=5), Decimal("120.00")),  # a co-debtor of the shared message pays
+    ("A3", AS_OF + timedelta(days=1), Decimal("30.00")),
+    ("A3", AS_OF + timedelta(days=20), Decimal("20.00")),  # same debtor again: counted once, summed
+    ("B1", AS_OF - timedelta(days=1), Decimal("99.00")),  # before the contact: not recovery
+    ("H1", AS_OF + timedelta(days=6), Decimal("70.00")),
+]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
+def test_recovery_credits_every_debtor_of_a_shared_number_message(kind, tmp_path, request):
+    url, _ = _engine_url(kind, tmp_path, request)
+    store = DunningStore(url)
+    try:
+        _seed_shared_number(store)
+        counts = load_reporting(store, run_id=SHARED_RUN, dag_id=DAG, payments=SHARED_PAYMENTS)
+        assert counts["contacts"] == 3
+        rows = table(
+            store,
+            "SELECT cohort, debtors, amount_owed, paid_3d, paid_7d, paid_30d, amount_recovered FROM report_recovery "
+            "WHERE run_id = :r ORDER BY cohort",
+            r=SHARED_RUN,
+        )
+        got = [(c, d, Decimal(str(o)), p3, p7, p30, Decimal(str(a))) for c, d, o, p3, p7, p30, a in rows]
+        assert got == [
+            # A1, A2, A3 and B1 were contacted; the shared message's amount is owed once
+            ("contacted", 4, Decimal("400.00"), 1, 2, 2, Decimal("170.00")),
+            ("holdout", 1, Decimal("100.00"), 0, 1, 1, Decimal("70.00")),
+        ]
+        # Without payments: the same debtors, no paid figures.
+        load_reporting(store, run_id=SHARED_RUN, dag_id=DAG)
+        assert table(
+            store,
+            "SELECT cohort, debtors, paid_30d FROM report_recovery WHERE run_id = :r ORDER BY cohort",
+            r=SHARED_RUN,
+        ) == [("contacted", 4, None), ("holdout", 1, None)]
+        # Later payments refresh only the recovery rows of an already loaded run.
+        assert refresh_recovery(store, dag_id=DAG, run_ids=[SHARED_RUN], payments=SHARED_PAYMENTS) == 2
+        assert table(
+            store,
+            "SELECT cohort, paid_7d FROM report_recovery WHERE run_id = :r ORDER BY cohort",
+            r=SHARED_RUN,
+        ) == [("contacted", 2), ("holdout", 1)]
+        assert table(store, "SELECT COUNT(*) FROM report_contact WHERE run_id = :r", r=SHARED_RUN) == [(3,)]
+    finally:
+        store.engine.dispose()
+
+
+def test_followup_is_limited_to_campaigns(store):
+    assert staff_followup(store, failed_contacts_at_least=1, campaigns=["no_such_campaign"]).empty
+    assert sorted(
+        staff_followup(store, failed_contacts_at_least=1, campaigns=["tax_payment"])["debtor_id"]
+    ) == [
+        "D2",
+        "D6",
+        "D8",
+    ]
+
+
+def test_report_and_followup_files_of_a_run(store, tmp_path):
+    """The report task's own code path (as the benchmark runs it) and the follow-up task's."""
+    from operators.report import write_followup, write_run_report
+
+    timings: dict[str, float] = {}
+    figures = write_run_report(
+        store,
+        folder=tmp_path,
+        dag_id=DAG,
+        run_id=RUN,
+        as_of=AS_OF,
+        payments=_payments_frame(),
+        timings=timings,
+    )
+    html = (tmp_path / figures["report_path"].rsplit("/", 1)[1]).read_text(encoding="utf-8")
+    assert 'id="no-payments"' not in html and "paid ≤30d" in html
+    assert {"load: report_contact", "load: report_recovery", "report_tables", "html"} <= set(timings)
+    result = write_followup(store, folder=tmp_path, run_id=RUN, failed_contacts_at_least=1)
+    assert result["debtors"] == 3 and result["campaigns"] == ["tax_payment"]
+    sheet = load_workbook(result["path"]).active
+    assert sorted(row[0] for row in sheet.iter_rows(min_row=2, values_only=True)) == ["D2", "D6", "D8"]
+    empty = write_followup(store, folder=tmp_path, run_id="no-such-run")
+    assert empty["debtors"] == 0 and load_workbook(empty["path"]).active.max_row == 1
+
+
+def _payments_frame():
+    import pandas as pd
+
+    return pd.DataFrame(PAYMENTS, columns=["debtor_id", "paid_on", "amount"])

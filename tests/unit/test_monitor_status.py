@@ -301,3 +301,60 @@ def test_status_document_reports_failures_and_never_shows_a_secret():
     assert "***" in document["store_error"]
     assert document["gateways"][0]["state"] == "down"
     assert document["recent_runs"] == []
+
+
+# -- run reports: the extra link and the files the monitor may serve ----------------------------
+
+
+def test_run_report_link_points_at_the_monitor_route():
+    from types import SimpleNamespace
+
+    from include.monitor.links import RunReportLink, report_url
+    from operators.report import RunReportOperator
+
+    run_id = "manual__2026-11-23T09:00:00.123456+00:00"
+    assert report_url("tax_dunning", run_id) == (
+        "/dunning-monitor/reports/tax_dunning/manual__2026-11-23T09%3A00%3A00.123456%2B00%3A00"
+    )
+    assert report_url("tax_dunning", "r/1", base_url="https://airflow.example.net/").startswith(
+        "https://airflow.example.net/dunning-monitor/reports/tax_dunning/r%2F1"
+    )
+    (link,) = [k for k in RunReportOperator.operator_extra_links if isinstance(k, RunReportLink)]
+    assert link.name == "Run report" and link.xcom_key == "_link_RunReportLink"
+    key = SimpleNamespace(dag_id="power_dunning", run_id="scheduled__2026-11-23T02:00:00+00:00")
+    assert link.get_link(None, ti_key=key).endswith(
+        "/dunning-monitor/reports/power_dunning/scheduled__2026-11-23T02%3A00%3A00%2B00%3A00"
+    )
+
+
+def test_find_report_serves_the_run_and_its_files_and_nothing_else(tmp_path):
+    from include.monitor.reports import ReportNotFound, find_report, report_stem
+
+    root = tmp_path / "reports"
+    folder = root / "tax_dunning"
+    folder.mkdir(parents=True)
+    run_id = "manual__2026-11-23T09:00:00+00:00"
+    stem = report_stem(run_id)
+    assert stem == "manual__2026-11-23T09_00_00_00_00"
+    for name in (f"{stem}.html", f"{stem}.summary.csv", f"{stem}.followup.xlsx", f"{stem}.txt"):
+        (folder / name).write_text("x", encoding="utf-8")
+    (tmp_path / "secret.html").write_text("secret", encoding="utf-8")
+    (folder / "link.html").symlink_to(tmp_path / "secret.html")
+
+    path, media = find_report(root, "tax_dunning", run_id)
+    assert path == folder / f"{stem}.html" and media.startswith("text/html")
+    assert find_report(root, "tax_dunning", f"{stem}.summary.csv")[1].startswith("text/csv")
+    assert "spreadsheetml" in find_report(root, "tax_dunning", f"{stem}.followup.xlsx")[1]
+    for dag_id, name in [
+        ("tax_dunning", "../../secret.html"),
+        ("tax_dunning", "..%2Fsecret.html"),
+        ("tax_dunning", "link.html"),  # a symlink out of the root
+        ("tax_dunning", f"{stem}.txt"),  # not a served suffix (and no run of that id)
+        ("..", "secret.html"),
+        ("tax_dunning/..", "secret.html"),
+        (".", "tax_dunning"),
+        ("tax_dunning", "no-such-run"),
+        ("no_such_dag", run_id),
+    ]:
+        with pytest.raises(ReportNotFound):
+            find_report(root, dag_id, name)
