@@ -13,6 +13,7 @@ from airflow.sdk import DAG, Param
 from operators.extract import SqlToParquetOperator
 from operators.pipeline import DAG_DEFAULTS, common_params, send_collect_report
 from operators.plan import PlanPowerOperator
+from operators.report import payments_extract
 from operators.validate import ValidateDebtorsOperator
 
 with DAG(
@@ -28,6 +29,14 @@ with DAG(
             "whole_period",
             enum=["whole_period", "split_by_day"],
             description="违约金 of bills carried across a year end: 3‰ for all days, or split by day",
+        ),
+        "holdout_share": Param(
+            0.05,
+            type="number",
+            minimum=0,
+            maximum=0.5,
+            description="Share of accounts held out of dunning to measure recovery (stable per "
+            "account; never cut-off notices or balance alerts); 0 turns the holdout off",
         ),
         "balance_alert_below": Param(
             50, type="number", description="Prepaid balances below this (yuan) are alerted"
@@ -56,6 +65,7 @@ with DAG(
         sql="billing/dunning_items.sql",
         conn_id="billing_source",
         dataset="dunning_items",
+        dtypes="billing/dunning_items.types.yaml",
         parameters={"balance_alert_below": "{{ params.balance_alert_below }}"},
     )
     validate = ValidateDebtorsOperator(
@@ -76,5 +86,7 @@ with DAG(
         grace_days="{{ params.grace_days }}",
         cross_year="{{ params.cross_year }}",
         voice_gateway="{{ 'modem_pool' if params.modems else '' }}",
+        holdout_share="{{ params.holdout_share }}",
     )
-    send_collect_report(extract=extract, validate=validate, plan=plan, voice=True)
+    payments = payments_extract(sql="billing/payments.sql", conn_id="billing_source")
+    send_collect_report(extract=extract, validate=validate, plan=plan, voice=True, payments=payments)

@@ -29,6 +29,7 @@ with DAG(
         sql="levy/filing_status.sql",
         conn_id="levy_source",
         dataset="filing_status",
+        dtypes="levy/filing_status.types.yaml",
         as_of_window=(-200, 21),
     )
     validate = ValidateDebtorsOperator(

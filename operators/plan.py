@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+def _records(frame: Any) -> list[dict[str, Any]]:
+    """Return the planner's input rows: a chunk's records as they are, a DataFrame's as dicts."""
+    return frame if isinstance(frame, list) else frame.to_dict("records")
+
+
 class PlanContactsOperator(BaseOperator):
     """Plan one campaign's contacts for the run's as-of date and batch them for sending.
 
@@ -35,11 +41,18 @@ class PlanContactsOperator(BaseOperator):
 
     :param valid_path: the validated Parquet file (templated)
     :param signature: the 【signature】 of the messages (templated)
-    :param gateway: Airflow connection id of the SMS gateway the contacts go out through
+    :param gateway: Airflow connection id of the SMS gateway the contacts go out through (the
+        only one when ``gateways`` is not given)
+    :param gateways: the DAG's SMPP gateways in routing order; SMS contacts are routed among
+        them (``include.dunning.routing``: urgent stages to the ``urgent`` lane, prefix hints,
+        else the first ``normal``/``any`` gateway) and the batches of each gateway are pushed as
+        XCom ``sms_batches__<gateway>``. None: every SMS goes through ``gateway``
     :param batch_size: rows per send batch (grown when there would be over ``max_batches``)
     :param max_batches: most batches one run may map over
     :param dry_run: plan and render into the ledger and a preview CSV, send nothing (templated)
     :param store_conn_id: Airflow connection of the dunning store
+    :param chunk_rows: about how many validated rows are planned and written at a time (the
+        rows of one number always stay in one chunk)
     """
 
     template_fields: Sequence[str] = ("valid_path", "signature", "dry_run")
@@ -52,74 +65,111 @@ class PlanContactsOperator(BaseOperator):
         valid_path: str,
         signature: str,
         gateway: str = "smpp_default",
+        gateways: Sequence[str] | None = None,
         batch_size: int = 500,
         max_batches: int = 1000,
         dry_run: bool | str = False,
         store_conn_id: str = DEFAULT_STORE_CONN_ID,
+        chunk_rows: int = 100_000,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.valid_path = valid_path
         self.signature = signature
         self.gateway = gateway
+        self.gateways = list(gateways) if gateways else None
         self.batch_size = batch_size
         self.max_batches = max_batches
         self.dry_run = dry_run
         self.store_conn_id = store_conn_id
+        self.chunk_rows = chunk_rows
 
     def make_campaign(self) -> Any:
         """Return the campaign settings (checked: templates linted, ladder loaded)."""
         raise NotImplementedError
 
     def plan(self, frame: pd.DataFrame, campaign: Any, **decision_inputs: Any) -> Iterable[dict[str, Any]]:
-        """Return the campaign planner's rows for the sorted frame."""
+        """Return the campaign planner's rows for one chunk: records (dicts) sorted by ``sort_columns``."""
         raise NotImplementedError
 
     def after_plan(self, store: Any, frame: pd.DataFrame, *, as_of: Any, run_id: str) -> dict[str, Any]:
         """Do campaign-specific bookkeeping beside the contacts (e.g. staff flags); return counts."""
         return {}
 
+    def extra_inputs(self, store: Any, campaign: Any, as_of: Any) -> dict[str, Any]:
+        """Return further decision inputs for the campaign's planner (e.g. contact history)."""
+        return {}
+
     def execute(self, context: Any) -> list[str]:
-        import pandas as pd
         from airflow.sdk import ObjectStoragePath
 
-        from include.dunning import ledger
+        from include.dunning import chunks, ledger
         from include.dunning.phones import mask
 
         as_of = resolve_as_of(context)
         campaign = self.make_campaign()
-        with ObjectStoragePath(self.valid_path).open("rb") as fh:
-            frame = pd.read_parquet(fh)
-        frame = frame.sort_values(list(self.sort_columns), kind="stable")
         store = dunning_store(self.store_conn_id)
-        phones = frame["mobile_normalized"].dropna().unique().tolist()
         now = ledger.utcnow()
-        rows = list(
-            self.plan(
-                frame,
-                campaign,
-                as_of=as_of,
-                run_id=context["run_id"],
-                planned_at=now,
-                opted_out=store.opted_out(phones),
-                last_contact=store.recent_contacts(phones, since=now - timedelta(days=campaign.cap_days)),
-            )
-        )
-        decided = Counter(r["reason"].split(":")[0] for r in rows if r["state"] == ledger.SUPPRESSED)
+        inputs = self.extra_inputs(store, campaign, as_of)
+        # Chunked (memory stays flat at 10M rows): the validated file is read in chunks sorted by
+        # ``sort_columns`` that never split one number's rows (include.dunning.chunks); each chunk
+        # is planned, routed and UPSERTed before the next is read. Only counts are kept.
+        written = ledger.UpsertCounts()
+        decided: Counter[str] = Counter()
+        by_stage: Counter[str] = Counter()
+        routed: Counter[str] = Counter()
+        parts: dict[str, int] = {}
+        extra: dict[str, Any] = {}
+        contacts = 0
+        with_after_plan = type(self).after_plan is not PlanContactsOperator.after_plan
+        with ObjectStoragePath(self.valid_path).open("rb") as fh, self._preview(context, mask) as preview:
+            for table in chunks.phone_sorted_chunks(
+                fh, self.sort_columns, chunk_rows=self.chunk_rows, exclude=chunks.VALIDATION_COLUMNS
+            ):
+                records = chunks.records(table)
+                phones = list({r["mobile_normalized"] for r in records} - {None})
+                rows = list(
+                    self.plan(
+                        records,
+                        campaign,
+                        as_of=as_of,
+                        run_id=context["run_id"],
+                        planned_at=now,
+                        opted_out=store.opted_out(phones),
+                        last_contact=store.recent_contacts(
+                            phones, since=now - timedelta(days=campaign.cap_days)
+                        ),
+                        **inputs,
+                    )
+                )
+                del records
+                routed.update(self._route(rows))
+                decided.update(r["reason"].split(":")[0] for r in rows if r["state"] == ledger.SUPPRESSED)
+                by_stage.update(r["stage"] for r in rows if r["state"] == ledger.PLANNED)
+                for r in rows:
+                    if r["state"] == ledger.PLANNED and r["channel"] == "sms":
+                        parts[r["gateway"]] = parts.get(r["gateway"], 0) + int(r["parts"])
+                if with_after_plan:
+                    found = self.after_plan(store, table.to_pandas(), as_of=as_of, run_id=context["run_id"])
+                    for key, value in found.items():
+                        extra[key] = extra.get(key, 0) + value if isinstance(value, int) else value
+                del table
+                written += store.upsert_planned(rows)
+                preview(rows)
+                contacts += len(rows)
+                del rows
         for reason, n in sorted(decided.items()):
             self.log.info("decided to suppress %d contacts: %s", n, reason)
-        extra = self.after_plan(store, frame, as_of=as_of, run_id=context["run_id"])
-        written = store.upsert_planned(rows)
         superseded = store.supersede_stale(campaign.campaign, as_of)
         if superseded:
             self.log.info(
                 "suppressed %d rows planned earlier that today's plan no longer includes", superseded
             )
-        preview = self._write_preview(context, rows, mask)
+        preview = preview.path
         if as_bool(self.dry_run):
             batches: list[str] = []
             self.log.info(
-                "dry run: %d contacts decided, texts in %s; nothing will be sent", len(rows), preview
+                "dry run: %d contacts decided, texts in %s; nothing will be sent", contacts, preview
             )
         else:
             batches = store.assign_batches(
@@ -128,23 +178,29 @@ class PlanContactsOperator(BaseOperator):
                 context["run_id"],
                 batch_size=self.batch_size,
                 max_batches=self.max_batches,
+                priorities=self.stage_priorities(),
             )
-        capacity = self._capacity(rows, as_of)
+        capacity = self._capacity([], as_of, parts=parts)
         # Batch ids are "<campaign>:<channel>:<gateway>:<run>:<n>": SMS batches go to the mapped
         # SMPP send task (the return value), voice batches to the modem pool (XCom "voice_batches").
         voice = [b for b in batches if b.split(":")[1] == "voice"]
         batches = [b for b in batches if b.split(":")[1] != "voice"]
         context["ti"].xcom_push(key="voice_batches", value=voice)
+        by_gateway = self._batches_by_gateway(batches)
+        for gateway, ids in by_gateway.items():
+            context["ti"].xcom_push(key=f"sms_batches__{gateway}", value=ids)
         counts = {
             "planned": written.planned,
             "suppressed": written.suppressed,
             "suppressed_by_reason": dict(decided),
-            "by_stage": dict(Counter(r["stage"] for r in rows if r["state"] == ledger.PLANNED)),
+            "by_stage": dict(by_stage),
             "new": written.new,
             "refreshed": written.refreshed,
             "superseded": superseded,
             "batches": len(batches),
             "voice_batches": len(voice),
+            "routed": dict(routed),
+            "batches_by_gateway": {g: len(ids) for g, ids in by_gateway.items()},
             "dry_run": as_bool(self.dry_run),
             "preview": display_path(preview),
             "capacity": capacity,
@@ -157,7 +213,51 @@ class PlanContactsOperator(BaseOperator):
         )  # fmt: skip
         return batches
 
-    def _capacity(self, rows: list[dict[str, Any]], as_of: Any) -> str:
+    def stage_priorities(self) -> dict[str, str]:
+        """Return stage -> ``normal`` | ``urgent`` from the campaign's ladder (none: all normal)."""
+        ladder = getattr(self, "_ladder", None)
+        return {} if ladder is None else {stage.name: stage.priority for stage in ladder.stages}
+
+    def _route(self, rows: list[dict[str, Any]]) -> dict[str, int]:
+        """Give each SMS row its gateway from the routing table; return the SMS rows per gateway."""
+        from operators.routing import routing_table
+
+        if not self.gateways:
+            return dict(Counter(r["gateway"] for r in rows if r["channel"] == "sms"))
+        table = routing_table(self.gateways)
+        self.log.info(
+            "routing SMS over %s",
+            "; ".join(f"{g.name} (lane {g.lane}, {len(g.prefixes)} prefixes, quota {g.daily_quota})"
+                      for g in table.gateways),
+        )  # fmt: skip
+        priorities = self.stage_priorities()
+        counts: Counter[str] = Counter()
+        for r in rows:
+            if r["channel"] != "sms":
+                continue
+            r["gateway"] = table.route(r["phone"], priorities.get(r["stage"], "normal"))
+            counts[r["gateway"]] += 1
+        self.log.info("SMS contacts per gateway: %s", dict(counts))
+        return dict(counts)
+
+    def _batches_by_gateway(self, batches: list[str]) -> dict[str, list[str]]:
+        """Split the SMS batch ids per gateway of the DAG (urgent ones stay first).
+
+        A batch of a gateway the DAG no longer lists (rows left CLAIMED by an earlier run) goes
+        to the first gateway's task, which sends it and records where it went.
+        """
+        from include.dunning.routing import BatchId
+
+        names = self.gateways or [self.gateway]
+        split: dict[str, list[str]] = {name: [] for name in names}
+        for batch in batches:
+            gateway = BatchId.parse(batch).gateway
+            split[gateway if gateway in split else names[0]].append(batch)
+        return split
+
+    def _capacity(
+        self, rows: list[dict[str, Any]], as_of: Any, *, parts: dict[str, int] | None = None
+    ) -> str:
         """Log whether today's SMS parts fit each gateway's sending window; return the summary.
 
         A gateway's rate is its connection's ``rate_limit`` extra (parts per second); without
@@ -171,10 +271,11 @@ class PlanContactsOperator(BaseOperator):
         from include.dunning.capacity import GatewayCapacity, plan_capacity
         from operators.common import LOCAL_TZ
 
-        parts: dict[str, int] = {}
-        for r in rows:
-            if r["state"] == ledger.PLANNED and r["channel"] == "sms":
-                parts[r["gateway"]] = parts.get(r["gateway"], 0) + int(r["parts"])
+        if parts is None:  # else: SMS parts per gateway, counted while planning
+            parts = {}
+            for r in rows:
+                if r["state"] == ledger.PLANNED and r["channel"] == "sms":
+                    parts[r["gateway"]] = parts.get(r["gateway"], 0) + int(r["parts"])
         if not parts:
             return "no SMS to send"
         gateways = {}
@@ -193,42 +294,125 @@ class PlanContactsOperator(BaseOperator):
         self.log.info("capacity: %s", summary)
         return summary
 
-    def _write_preview(self, context: Any, rows: list[dict[str, Any]], mask: Any) -> Any:
+    @contextmanager
+    def _preview(self, context: Any, mask: Any) -> Iterator[Any]:
+        """Open the preview CSV of the run's texts; yield a writer called once per planned chunk.
+
+        The writer has the file's ``path``. Phones are masked; the file starts with a BOM so
+        spreadsheet programs read the Chinese texts as UTF-8.
+        """
         import pandas as pd
 
-        preview = run_partition(context) / "plan" / "messages.csv"
-        preview.parent.mkdir(parents=True, exist_ok=True)
+        path = run_partition(context) / "plan" / "messages.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
         columns = ["debtor_ids", "debtor_name", "stage", "channel", "state", "reason", "parts", "amount",
                    "surcharge", "message_text"]  # fmt: skip
-        with preview.open("w", encoding="utf-8-sig") as fh:
-            pd.DataFrame(rows, columns=columns).assign(phone=[mask(r["phone"]) for r in rows]).to_csv(
-                fh, index=False
-            )
-        return preview
+        with path.open("w", encoding="utf-8-sig") as fh:
+            first = [True]
+
+            def write(rows: list[dict[str, Any]]) -> None:
+                if not rows and not first[0]:
+                    return
+                frame = pd.DataFrame(rows, columns=columns).assign(phone=[mask(r["phone"]) for r in rows])
+                frame.to_csv(fh, index=False, header=first[0])
+                first[0] = False
+
+            write.path = path  # type: ignore[attr-defined]
+            yield write
+            if first[0]:
+                write([])
 
 
-class PlanTaxPaymentOperator(PlanContactsOperator):
-    """Plan this week's tax payment dunning: one message per number, surcharge per liability."""
+class _RenotifyMixin:
+    """Contact history in, staff flags out: re-notification on the ladder's next channel.
 
+    The planner gets the campaign's contact history (``DunningStore.contact_history`` over the
+    campaign's ``history_days``), so an undelivered or unanswered contact moves to the next
+    channel of its stage; after planning, debtors still in arrears behind a number with the
+    ladder's ``flag_after_failed_contacts`` failed contacts are written to ``staff_flag``.
+    """
+
+    debtor_column = "taxpayer_id"
+    _ladder: Any
+    log: Any
+
+    def extra_inputs(self, store: Any, campaign: Any, as_of: Any) -> dict[str, Any]:
+        self._campaign_name = campaign.campaign
+        self._history = store.contact_history(
+            campaign.campaign, since=as_of - timedelta(days=campaign.history_days)
+        )
+        return {"history": self._history}
+
+    def after_plan(self, store: Any, frame: pd.DataFrame, *, as_of: Any, run_id: str) -> dict[str, Any]:
+        from include.dunning import planner
+
+        records = frame[["mobile_normalized", self.debtor_column]].dropna().to_dict("records")
+        flags = planner.failed_contact_flags(
+            records,
+            history=self._history,
+            ladder=self._ladder,
+            as_of=as_of,
+            run_id=run_id,
+            campaign=self._campaign_name,
+            debtor_column=self.debtor_column,
+        )
+        new = store.flag_for_staff(flags)
+        self.log.info(
+            "%d debtors behind numbers with %d+ failed contacts, %d newly flagged for staff",
+            len(flags), self._ladder.flag_after_failed_contacts, new,
+        )  # fmt: skip
+        return {"staff_flags": len(flags), "staff_flags_new": new}
+
+
+class PlanTaxPaymentOperator(_RenotifyMixin, PlanContactsOperator):
+    """Plan this week's tax payment dunning on the tax ladder: one message per number.
+
+    :param ladder: the ladder file or packaged name (``tax``); validated before anything is planned
+    :param voice_gateway: the modem pool voice contacts (re-notification) go to; empty: they
+        are recorded as SUPPRESSED (templated)
+    :param holdout_share: share of taxpayers held out of contact to measure recovery (templated)
+    """
+
+    template_fields: Sequence[str] = (*PlanContactsOperator.template_fields, "voice_gateway", "holdout_share")
     sort_columns = ("mobile_normalized", "taxpayer_id", "deadline")
 
-    def __init__(self, *, signature: str = "示范市税务", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        signature: str = "示范市税务",
+        ladder: str = "tax",
+        voice_gateway: str | None = None,
+        holdout_share: float | str = 0.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(signature=signature, **kwargs)
+        self.ladder = ladder
+        self.voice_gateway = voice_gateway
+        self.holdout_share = holdout_share
 
     def make_campaign(self) -> Any:
         from include.dunning import planner
+        from include.dunning.ladder import load_ladder
 
-        campaign = planner.TaxPaymentCampaign(signature=self.signature, gateway=self.gateway)
+        self._ladder = load_ladder(self.ladder)  # refuses a bad ladder, naming file and line
+        campaign = planner.TaxPaymentCampaign(
+            signature=self.signature,
+            gateway=self.gateway,
+            voice_gateway=self.voice_gateway or None,
+            holdout_share=float(self.holdout_share or 0),
+        )
         campaign.lint()
         return campaign
 
     def plan(self, frame: pd.DataFrame, campaign: Any, **decision_inputs: Any) -> Iterable[dict[str, Any]]:
         from include.dunning import planner
 
-        return planner.plan_tax_payment(frame.to_dict("records"), campaign=campaign, **decision_inputs)
+        return planner.plan_tax_payment(
+            _records(frame), campaign=campaign, ladder=self._ladder, **decision_inputs
+        )
 
 
-class PlanPowerOperator(PlanContactsOperator):
+class PlanPowerOperator(_RenotifyMixin, PlanContactsOperator):
     """Plan today's electricity contacts on the power ladder: dunning, cut-off notices, balance alerts.
 
     :param ladder: the ladder file or packaged name (``power``); validated before anything is planned
@@ -236,6 +420,7 @@ class PlanPowerOperator(PlanContactsOperator):
     :param cross_year: ``whole_period`` or ``split_by_day`` penalty reading across a year end (templated)
     :param voice_gateway: the modem pool voice stages go to; empty: they are recorded as
         SUPPRESSED (templated)
+    :param holdout_share: share of accounts held out of dunning to measure recovery (templated)
     """
 
     template_fields: Sequence[str] = (
@@ -243,8 +428,10 @@ class PlanPowerOperator(PlanContactsOperator):
         "grace_days",
         "cross_year",
         "voice_gateway",
+        "holdout_share",
     )
     sort_columns = ("mobile_normalized", "account_no", "kind", "due_date")
+    debtor_column = "account_no"
 
     def __init__(
         self,
@@ -254,6 +441,7 @@ class PlanPowerOperator(PlanContactsOperator):
         grace_days: int | str = 0,
         cross_year: str = "whole_period",
         voice_gateway: str | None = None,
+        holdout_share: float | str = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(signature=signature, **kwargs)
@@ -261,6 +449,7 @@ class PlanPowerOperator(PlanContactsOperator):
         self.ladder = ladder
         self.grace_days = grace_days
         self.cross_year = cross_year
+        self.holdout_share = holdout_share
 
     def make_campaign(self) -> Any:
         from include.dunning import planner
@@ -273,14 +462,13 @@ class PlanPowerOperator(PlanContactsOperator):
             grace_days=int(self.grace_days),
             cross_year=str(self.cross_year),
             voice_gateway=self.voice_gateway or None,
+            holdout_share=float(self.holdout_share or 0),
         )
 
     def plan(self, frame: pd.DataFrame, campaign: Any, **decision_inputs: Any) -> Iterable[dict[str, Any]]:
         from include.dunning import planner
 
-        return planner.plan_power(
-            frame.to_dict("records"), campaign=campaign, ladder=self._ladder, **decision_inputs
-        )
+        return planner.plan_power(_records(frame), campaign=campaign, ladder=self._ladder, **decision_inputs)
 
 
 class PlanFilingRemindersOperator(PlanContactsOperator):
@@ -310,7 +498,7 @@ class PlanFilingRemindersOperator(PlanContactsOperator):
         from include.dunning import planner
 
         return planner.plan_filing_reminders(
-            frame.to_dict("records"), campaign=campaign, ladder=self._ladder, **decision_inputs
+            _records(frame), campaign=campaign, ladder=self._ladder, **decision_inputs
         )
 
     def after_plan(self, store: Any, frame: pd.DataFrame, *, as_of: Any, run_id: str) -> dict[str, Any]:

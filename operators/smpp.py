@@ -28,10 +28,15 @@ class SmppSendOperator(BaseOperator):
     :param batch_id: the batch to send (templated; from the plan's XCom when mapped)
     :param smpp_conn_id: Airflow connection of the gateway
     :param store_conn_id: Airflow connection of the dunning store
-    :param claim_size: rows claimed per step; defaults to the connection's window
+    :param claim_size: rows claimed per statement, ahead of the bind; defaults to ten windows
+        (at least 1,000)
     :param sending_window: local (Asia/Shanghai) hours SMS may go out, e.g. ("08:00", "20:00")
     :param respect_sending_window: outside the window send nothing and leave the rows PLANNED
         for the next run; false only to rehearse on a simulator (templated)
+    :param gateways: the DAG's SMPP gateways in routing order (``include.dunning.routing``):
+        when ``smpp_conn_id`` cannot bind, the batch fails over to the next one of the same lane
+        or ``any``; each gateway's ``daily_quota`` is reserved chunk by chunk. None: only
+        ``smpp_conn_id``, no failover
     """
 
     template_fields: Sequence[str] = ("batch_id", "respect_sending_window")
@@ -46,9 +51,11 @@ class SmppSendOperator(BaseOperator):
         claim_size: int | None = None,
         sending_window: tuple[str, str] = ("08:00", "20:00"),
         respect_sending_window: bool | str = True,
+        gateways: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.gateways = list(gateways) if gateways else None
         self.batch_id = batch_id
         self.sending_window = sending_window
         self.respect_sending_window = respect_sending_window
@@ -58,8 +65,9 @@ class SmppSendOperator(BaseOperator):
         self._hook: SmppHook | None = None
 
     def execute(self, context: Any) -> dict[str, int]:
-        from hooks.smpp import OutboundSms, SmppBindError, SmppHook, SmppTransportError
+        from hooks.smpp import SmppBindError, SmppTransportError
         from include.dunning.ledger import CLAIMED, SubmitOutcome
+        from operators.routing import GatewayFailover, batch_route, local_day, routing_table
 
         run_id = context["run_id"]
         store = dunning_store(self.store_conn_id)
@@ -71,6 +79,7 @@ class SmppSendOperator(BaseOperator):
             "suppressed": 0,
             "resent_uncertain": 0,
             "held": 0,
+            "held_quota": 0,
         }
         if not rows:
             self.log.info("batch %s: nothing left to send", self.batch_id)
@@ -102,6 +111,8 @@ class SmppSendOperator(BaseOperator):
                 "batch %s: %d rows suppressed, number opted out since planning", self.batch_id, len(keys)
             )
 
+        parts = {r.idempotency_key: r.parts for r in rows}
+
         def record(results: Sequence[Any]) -> None:
             outcomes = [
                 SubmitOutcome(
@@ -113,47 +124,126 @@ class SmppSendOperator(BaseOperator):
                 )
                 for res in results
             ]
-            for name, n in store.record_submits(self.smpp_conn_id, outcomes).items():
+            for name, n in store.record_submits(route.current or self.smpp_conn_id, outcomes).items():
                 counts[name] += n
+            # Rejected messages were not sent: their reserved parts go back to the quota.
+            route.release(sum(parts.get(o.key, 0) for o in outcomes if not o.accepted))
 
-        self._hook = SmppHook(self.smpp_conn_id, bind_mode="transmitter")
+        # Failover around the bind, the quota before each claimed chunk (operators/routing.py):
+        # the batch goes through the first gateway of its failover order that binds, and each
+        # chunk's parts are reserved on that gateway's daily quota / prepaid balance first.
+        routed_to, priority = batch_route(self.batch_id, self.smpp_conn_id)
+        route = GatewayFailover(
+            routing_table(self.gateways or [self.smpp_conn_id]),
+            self.smpp_conn_id,
+            priority,
+            store,
+            local_day(),
+        )
+        pending = rows
         try:
-            with self._hook as hook:
-                step = self.claim_size or hook.window
-                for start in range(0, len(rows), step):
-                    chunk = rows[start : start + step]
-                    store.claim([r.idempotency_key for r in chunk], run_id)
-                    results = hook.submit_batch(
-                        [
-                            OutboundSms(key=r.idempotency_key, destination=r.phone, text=r.message_text)
-                            for r in chunk
-                        ]
-                    )
-                    record(results)
-                    self.log.info(
-                        "batch %s: %d/%d rows answered (%d submitted, %d failed)",
-                        self.batch_id, start + len(chunk), len(rows), counts["submitted"], counts["failed"],
+            while pending:
+                try:
+                    bound = route.bind_next(self.log)
+                except SmppBindError as exc:  # wrong password / system id: no failover, no retry
+                    refused = route.order[route.position]
+                    raise AirflowFailException(f"gateway {refused!r} refused the bind: {exc}") from None
+                if bound is None:
+                    break
+                self._hook, gateway = bound
+                taken = {"rows": 0, "of": len(pending)}
+
+                def prepare(chunk: Sequence[Any], gateway: str = gateway, taken: dict = taken) -> int:
+                    # Called (on the ledger's claim thread) before each chunk is claimed.
+                    fits = route.reserve([r.parts for r in chunk])
+                    taken["rows"] += fits
+                    if fits < len(chunk):
+                        self.log.warning(
+                            "gateway %s: daily quota or prepaid balance used up for %s; %d rows left",
+                            gateway, route.day, taken["of"] - taken["rows"],
+                        )  # fmt: skip
+                    if fits and gateway != routed_to:  # failover: rows record the gateway they go through
+                        store.reroute([r.idempotency_key for r in chunk[:fits]], gateway)
+                    return fits
+
+                def release(outcomes: Sequence[Any]) -> None:
+                    # Rejected messages were not sent: their reserved parts go back to the quota.
+                    route.release(sum(parts.get(o.key, 0) for o in outcomes if not o.accepted))
+
+                with self._hook as hook:
+                    done = self._send_batch(
+                        hook, store, pending, gateway=gateway, run_id=run_id, counts=counts,
+                        prepare=prepare, recorded=release,
                     )  # fmt: skip
-        except SmppBindError as exc:
-            # A wrong password or system id never heals by retrying; other refusals may.
-            error = AirflowFailException if exc.permanent else AirflowException
-            raise error(f"gateway {self.smpp_conn_id!r} refused the bind: {exc}") from None
+                    self.log.info(
+                        "batch %s via %s: %d/%d rows answered (%d submitted, %d failed)",
+                        self.batch_id, gateway, done, len(pending), counts["submitted"], counts["failed"],
+                    )  # fmt: skip
+                pending = pending[done:]
         except SmppTransportError as exc:
             # Messages fully answered before the drop are recorded now, so the retry resends
             # only the ones truly in doubt.
             record(exc.results)
             raise AirflowException(
-                f"gateway {self.smpp_conn_id!r}: {exc}; {counts['submitted']} rows submitted before, "
+                f"gateway {route.current!r}: {exc}; {counts['submitted']} rows submitted before, "
                 "the rest stay in the ledger for the retry"
             ) from None
         finally:
             self._hook = None
+        # Rows no gateway could bind for: a retry may reach one. Rows held by quota alone wait.
+        if pending and route.unreachable:
+            raise AirflowException(
+                f"batch {self.batch_id}: no gateway could take {len(pending)} rows ("
+                + "; ".join(route.errors)
+                + "); they stay PLANNED for the retry"
+            )
+        if pending:
+            counts["held_quota"] = len(pending)
+            self.log.warning(
+                "batch %s: held: quota: %d rows stay PLANNED (gateways used up today: %s)",
+                self.batch_id, len(pending), ", ".join(route.exhausted),
+            )  # fmt: skip
         if counts["transient"]:
             raise AirflowException(
                 f"batch {self.batch_id}: {counts['transient']} rows got a transient rejection; "
                 "they are back to PLANNED and the next try resends them"
             )
         return counts
+
+    def _send_batch(
+        self,
+        hook: SmppHook,
+        store: Any,
+        rows: Sequence[Any],
+        *,
+        gateway: str,
+        run_id: str,
+        counts: dict[str, int],
+        prepare: Any = None,
+        recorded: Any = None,
+    ) -> int:
+        """Send rows through a bound hook as a pipeline; return how many leading rows were taken on.
+
+        Rows are claimed ahead of the bind in chunks of ``claim_size`` and the SMSC's answers
+        recorded behind it, on two ledger threads (``operators/smpp_pipeline.py``); at most
+        two windows of sent rows are unrecorded at any time, which bounds the duplicates a
+        killed worker can leave. ``prepare`` runs before each chunk is claimed (quota) and
+        ``recorded`` after each group of answers is recorded.
+        """
+        from operators.smpp_pipeline import send_rows
+
+        return send_rows(
+            hook,
+            store,
+            rows,
+            gateway=gateway,
+            run_id=run_id,
+            claim_size=self.claim_size,
+            counts=counts,
+            prepare=prepare,
+            recorded=recorded,
+            log=self.log,
+        )
 
     def on_kill(self) -> None:
         if self._hook is not None:

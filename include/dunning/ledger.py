@@ -220,6 +220,23 @@ class DunningStore:
         with self.engine.begin() as conn:
             for statement in split_sql(ddl):
                 conn.exec_driver_sql(statement)
+            if self.dialect == "postgresql":
+                self._tune_storage_pg(conn)
+
+    @staticmethod
+    def _tune_storage_pg(conn: sa.Connection) -> None:
+        """Set what the portable DDL cannot say: PostgreSQL storage parameters (once, idempotent).
+
+        A ``message_part`` row is written at submit and updated once by its receipt. Keeping half
+        of each page free lets that update stay on its page as a HOT update, without new entries
+        in the table's two indexes, which is most of the cost of applying receipts. The setting
+        applies to pages written from then on.
+        """
+        options = conn.exec_driver_sql(
+            "SELECT reloptions FROM pg_class WHERE oid = CAST('message_part' AS regclass)"
+        ).scalar_one()
+        if "fillfactor=50" not in (options or []):
+            conn.exec_driver_sql("ALTER TABLE message_part SET (fillfactor = 50)")
 
     def _insert_ignore(self, table: str, columns: Sequence[str], conflict: Sequence[str]) -> sa.TextClause:
         cols = ", ".join(columns)
@@ -252,17 +269,26 @@ class DunningStore:
             f"DO UPDATE SET {sets} WHERE contact_ledger.state IN ('PLANNED', 'SUPPRESSED')"
         )
 
-    def upsert_planned(self, rows: Iterable[Mapping[str, Any]], *, chunk_size: int = 5000) -> UpsertCounts:
+    def upsert_planned(
+        self, rows: Iterable[Mapping[str, Any]], *, chunk_size: int | None = None
+    ) -> UpsertCounts:
         """Write planned (or suppressed) contacts: new keys are inserted, unsent ones refreshed.
 
         A row already claimed, sent or settled is never touched: a retry or a second run of
         the same period cannot resend it. A row planned or suppressed earlier and never sent
         gets today's decision, amounts, surcharge and text, so it is sent by today's batches
-        (or stays suppressed with today's reason) instead of being lost.
+        (or stays suppressed with today's reason) instead of being lost. All rows are written
+        in one transaction, a chunk at a time (memory stays bounded for any number of rows).
+        PostgreSQL loads each chunk with COPY into a temporary table and upserts it in one
+        statement; SQLite and MariaDB run the upsert for each row of a chunk (executemany).
 
         :param rows: mappings with the ledger columns (see ``LEDGER_COLUMNS``)
+        :param chunk_size: rows per chunk (default 50,000 on PostgreSQL, 5,000 elsewhere)
         :return: how many rows were new and how many refreshed
         """
+        if self.dialect == "postgresql":
+            return self._upsert_planned_pg(rows, chunk_size or 50_000)
+        chunk_size = chunk_size or 5000
         stmt = self._upsert_refresh()
         counts = UpsertCounts()
         batch: list[dict[str, Any]] = []
@@ -303,6 +329,62 @@ class DunningStore:
             suppressed=sum(1 for state in written.values() if state == SUPPRESSED),
         )
 
+    def _upsert_planned_pg(self, rows: Iterable[Mapping[str, Any]], chunk_size: int) -> UpsertCounts:
+        """PostgreSQL ``upsert_planned``: COPY each chunk into a temporary table, upsert it in one statement.
+
+        A key given twice within a chunk is written once, as the per-row path leaves it: the later
+        row wins while the earlier one is still replannable. New and refreshed rows are told apart
+        by ``xmax`` of the written row version (0 when it was inserted, the locking transaction
+        when ``ON CONFLICT DO UPDATE`` refreshed it), so nothing is read beforehand.
+        """
+        cols = ", ".join(LEDGER_COLUMNS)
+        sets = ", ".join(f"{c} = excluded.{c}" for c in REFRESHED_COLUMNS)
+        replannable = ", ".join(f"'{s}'" for s in REPLANNABLE)
+        # Column names and states come from this module's constants, never from input.
+        upsert = (
+            f"WITH w AS (INSERT INTO contact_ledger ({cols}) SELECT {cols} FROM tmp_plan "  # noqa: S608
+            f"ON CONFLICT (idempotency_key) DO UPDATE SET {sets} "
+            f"WHERE contact_ledger.state IN ({replannable}) RETURNING xmax = 0 AS inserted, state) "
+            "SELECT COUNT(*) FILTER (WHERE inserted), COUNT(*) FILTER (WHERE NOT inserted), "
+            f"COUNT(*) FILTER (WHERE state = '{PLANNED}'), COUNT(*) FILTER (WHERE state = '{SUPPRESSED}') "
+            "FROM w"
+        )
+        key_at, state_at = LEDGER_COLUMNS.index("idempotency_key"), LEDGER_COLUMNS.index("state")
+        money_at = (LEDGER_COLUMNS.index("amount"), LEDGER_COLUMNS.index("surcharge"))
+        counts = UpsertCounts()
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(
+                f"CREATE TEMPORARY TABLE tmp_plan ON COMMIT DROP AS SELECT {cols} FROM contact_ledger WITH NO DATA"  # noqa: S608
+            )
+            # Chunks of input rows, as the per-row path cuts them, so the counts agree on every engine.
+            chunk: dict[Any, list[Any]] = {}
+            taken = 0
+            for row in rows:
+                values = list(map(row.get, LEDGER_COLUMNS))
+                for at in money_at:
+                    values[at] = _money(values[at])
+                kept = chunk.get(values[key_at])
+                if kept is None or kept[state_at] in REPLANNABLE:
+                    chunk[values[key_at]] = values
+                taken += 1
+                if taken >= chunk_size:
+                    counts += self._copy_upsert_pg(conn, chunk.values(), upsert)
+                    chunk, taken = {}, 0
+            if chunk:
+                counts += self._copy_upsert_pg(conn, chunk.values(), upsert)
+        return counts
+
+    @staticmethod
+    def _copy_upsert_pg(conn: sa.Connection, chunk: Iterable[Sequence[Any]], upsert: str) -> UpsertCounts:
+        """Load one chunk into ``tmp_plan`` with COPY and run the counted upsert on it."""
+        conn.exec_driver_sql("TRUNCATE tmp_plan")
+        with conn.connection.driver_connection.cursor() as cursor:
+            with cursor.copy(f"COPY tmp_plan ({', '.join(LEDGER_COLUMNS)}) FROM STDIN") as copy:
+                for values in chunk:
+                    copy.write_row(values)
+        new, refreshed, planned, suppressed = conn.exec_driver_sql(upsert).one()
+        return UpsertCounts(new=new, refreshed=refreshed, planned=planned, suppressed=suppressed)
+
     def supersede_stale(self, campaign: str, as_of: date) -> int:
         """Suppress rows planned on an earlier day that today's plan did not refresh.
 
@@ -333,19 +415,27 @@ class DunningStore:
         *,
         batch_size: int = 500,
         max_batches: int = 1000,
+        priorities: Mapping[str, str] | None = None,
     ) -> list[str]:
-        """Split today's sendable rows of a campaign into send batches per channel and gateway.
+        """Split today's sendable rows of a campaign into send batches per channel, gateway and priority.
 
         Rows still PLANNED or CLAIMED from an earlier run of the same day are included, so a
         failed run's leftovers are sent by the next one. The batch size grows when needed so
         that there are never more than ``max_batches`` batches (Airflow caps a mapping).
+        Urgent batches come first and carry a ``u`` before their number
+        (``<campaign>:<channel>:<gateway>:<run>:u0000``, see ``include.dunning.routing.BatchId``).
 
-        :return: the batch ids, in send order
+        :param priorities: stage -> ``normal`` | ``urgent`` (the ladder's stage priorities);
+            stages not named are normal
+        :return: the batch ids, in send order (urgent first)
         """
+        from include.dunning.routing import NORMAL, URGENT, batch_suffix
+
         if not 1 <= max_batches <= 9999:
             raise ValueError(
                 f"max_batches must be 1..9999 (batch numbers have four digits), got {max_batches}"
             )
+        priorities = priorities or {}
         if self.dialect == "postgresql":
             # Fresh statistics first: on a just-loaded ledger PostgreSQL otherwise scans every
             # PLANNED row for each keyed UPDATE here and for each claim later (measured: 26 ms per
@@ -355,27 +445,35 @@ class DunningStore:
                 conn.exec_driver_sql("ANALYZE message_part")
                 conn.commit()
         with self.engine.begin() as conn:
-            groups = conn.execute(
+            by_stage = conn.execute(
                 sa.text(
-                    "SELECT channel, gateway, COUNT(*) FROM contact_ledger "
+                    "SELECT channel, gateway, stage, COUNT(*) FROM contact_ledger "
                     "WHERE campaign = :campaign AND as_of = :as_of AND state IN (:planned, :claimed) "
-                    "GROUP BY channel, gateway ORDER BY channel, gateway"
+                    "GROUP BY channel, gateway, stage"
                 ),
                 {"campaign": campaign, "as_of": as_of, "planned": PLANNED, "claimed": CLAIMED},
             ).all()
-            total = sum(n for _, _, n in groups)
+            merged: dict[tuple[str, str, str], tuple[list[str], int]] = {}
+            for channel, gateway, stage, count in by_stage:
+                priority = URGENT if priorities.get(stage) == URGENT else NORMAL
+                stages, n = merged.get((priority, channel, gateway), ([], 0))
+                merged[(priority, channel, gateway)] = ([*stages, stage], n + count)
+            # Urgent first, then channel and gateway as before.
+            groups = sorted(merged.items(), key=lambda kv: (kv[0][0] != URGENT, kv[0][1], kv[0][2]))
+            total = sum(n for _, (_, n) in groups)
             if total == 0:
                 return []
             size = max(batch_size, -(-total // max(1, max_batches - len(groups))))
             batch_ids: list[str] = []
             safe_run = run_id.replace(":", "").replace("+", "")[:80]
-            for channel, gateway, count in groups:
-                prefix = f"{campaign}:{channel}:{gateway}:{safe_run}:"
+            for (priority, channel, gateway), (stages, count) in groups:
+                prefix = f"{campaign}:{channel}:{gateway}:{safe_run}:{batch_suffix(priority, 0)[:-4]}"
                 params = {
                     "campaign": campaign,
                     "as_of": as_of,
                     "channel": channel,
                     "gateway": gateway,
+                    "stages": sorted(stages),
                     "planned": PLANNED,
                     "claimed": CLAIMED,
                 }
@@ -387,9 +485,9 @@ class DunningStore:
                             "LPAD(CAST((r.rn - 1) / :size AS TEXT), 4, '0') FROM ("
                             "SELECT idempotency_key, ROW_NUMBER() OVER (ORDER BY phone, idempotency_key) AS rn "
                             "FROM contact_ledger WHERE campaign = :campaign AND as_of = :as_of "
-                            "AND channel = :channel AND gateway = :gateway AND state IN (:planned, :claimed)"
-                            ") AS r WHERE c.idempotency_key = r.idempotency_key"
-                        ),
+                            "AND channel = :channel AND gateway = :gateway AND stage IN :stages "
+                            "AND state IN (:planned, :claimed)) AS r WHERE c.idempotency_key = r.idempotency_key"
+                        ).bindparams(sa.bindparam("stages", expanding=True)),
                         {**params, "prefix": prefix, "size": size},
                     )
                     batch_ids.extend(f"{prefix}{n:04d}" for n in range(-(-count // size)))
@@ -399,8 +497,9 @@ class DunningStore:
                         sa.text(
                             "SELECT idempotency_key FROM contact_ledger WHERE campaign = :campaign "
                             "AND as_of = :as_of AND channel = :channel AND gateway = :gateway "
-                            "AND state IN (:planned, :claimed) ORDER BY phone, idempotency_key"
-                        ),
+                            "AND stage IN :stages AND state IN (:planned, :claimed) "
+                            "ORDER BY phone, idempotency_key"
+                        ).bindparams(sa.bindparam("stages", expanding=True)),
                         params,
                     ).scalars()
                 )
@@ -432,14 +531,28 @@ class DunningStore:
         return [LedgerRow(*r) for r in rows]
 
     def claim(self, keys: Sequence[str], run_id: str) -> int:
-        """Mark rows CLAIMED just before they are sent; return how many were claimable."""
+        """Mark rows CLAIMED just before they are sent; return how many were claimable.
+
+        One statement for the whole chunk: on PostgreSQL the keys travel as one array
+        parameter (``= ANY``), so a chunk of thousands plans and binds as cheaply as one row.
+        """
+        if not keys:
+            return 0
+        if self.dialect == "postgresql":
+            stmt = sa.text(
+                "UPDATE contact_ledger SET state = :claimed, claimed_at = :now, sent_run_id = :run_id, "
+                "send_tries = send_tries + 1 "
+                "WHERE idempotency_key = ANY(CAST(:keys AS text[])) AND state IN (:planned, :claimed)"
+            )
+        else:
+            stmt = sa.text(
+                "UPDATE contact_ledger SET state = :claimed, claimed_at = :now, sent_run_id = :run_id, "
+                "send_tries = send_tries + 1 "
+                "WHERE idempotency_key IN :keys AND state IN (:planned, :claimed)"
+            ).bindparams(sa.bindparam("keys", expanding=True))
         with self.engine.begin() as conn:
             result = conn.execute(
-                sa.text(
-                    "UPDATE contact_ledger SET state = :claimed, claimed_at = :now, sent_run_id = :run_id, "
-                    "send_tries = send_tries + 1 "
-                    "WHERE idempotency_key IN :keys AND state IN (:planned, :claimed)"
-                ).bindparams(sa.bindparam("keys", expanding=True)),
+                stmt,
                 {
                     "claimed": CLAIMED,
                     "planned": PLANNED,
@@ -491,24 +604,32 @@ class DunningStore:
                     self._record_submitted(conn, gateway, submitted, now)
                 counts["submitted"] = len(submitted)
             rejected = [o for o in outcomes if not o.accepted]
+            if rejected:
+                self._record_rejected(conn, rejected, now)
             for outcome in rejected:
-                state = FAILED if outcome.permanent else PLANNED
-                conn.execute(
-                    sa.text(
-                        "UPDATE contact_ledger SET state = :state, error_code = :code, reason = :reason, "
-                        "final_at = :final WHERE idempotency_key = :key AND state = :claimed"
-                    ),
-                    {
-                        "state": state,
-                        "code": outcome.error_code,
-                        "reason": (outcome.error or "")[:200],
-                        "final": now if outcome.permanent else None,
-                        "key": outcome.key,
-                        "claimed": CLAIMED,
-                    },
-                )
                 counts["failed" if outcome.permanent else "transient"] += 1
         return counts
+
+    @staticmethod
+    def _record_rejected(conn: sa.Connection, rejected: Sequence[SubmitOutcome], now: datetime) -> None:
+        """Mark refused rows FAILED (permanent) or back to PLANNED (transient), in one executemany."""
+        conn.execute(
+            sa.text(
+                "UPDATE contact_ledger SET state = :state, error_code = :code, reason = :reason, "
+                "final_at = :final WHERE idempotency_key = :key AND state = :claimed"
+            ),
+            [
+                {
+                    "state": FAILED if outcome.permanent else PLANNED,
+                    "code": outcome.error_code,
+                    "reason": (outcome.error or "")[:200],
+                    "final": now if outcome.permanent else None,
+                    "key": outcome.key,
+                    "claimed": CLAIMED,
+                }
+                for outcome in rejected
+            ],
+        )
 
     @staticmethod
     def _record_submitted_pg(
@@ -1012,14 +1133,16 @@ class DunningStore:
         (the first one kept) and earlier ones are matched again; intermediate receipts (ENROUTE,
         ACCEPTD) are ignored; when one message id gets several receipts the last one wins; a row
         settles from all its parts (``row_state_from_parts``), also when it is already UNKNOWN.
-        PostgreSQL binds arrays (``unnest``); SQLite and MariaDB load a temporary table and update
-        through it.
+        PostgreSQL loads the receipts with COPY and matches, keeps and settles in a few statements
+        (``_apply_receipts_pg``); SQLite and MariaDB load a temporary table and update through it.
 
         :return: counts of ``matched`` receipts (including earlier unmatched ones matched now),
             receipts still ``unmatched`` after this call, and ``settled`` rows
         """
         now = utcnow()
         with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                return self._apply_receipts_pg(conn, gateway, receipts, now)
             pending = conn.execute(
                 sa.text("SELECT message_id, stat, err FROM receipt_unmatched WHERE gateway = :gateway"),
                 {"gateway": gateway},
@@ -1037,10 +1160,7 @@ class DunningStore:
                 seen[mid] = seen.get(mid, 0) + 1
             if not last:
                 return {"matched": 0, "unmatched": 0, "settled": 0}
-            if self.dialect == "postgresql":
-                keys_by_mid = self._bulk_parts_pg(conn, gateway, last, now)
-            else:
-                keys_by_mid = self._bulk_parts_tmp(conn, gateway, last, now)
+            keys_by_mid = self._bulk_parts_tmp(conn, gateway, last, now)
             unmatched_ids = [mid for mid in last if mid not in keys_by_mid]
             if unmatched_ids:
                 conn.execute(
@@ -1072,29 +1192,128 @@ class DunningStore:
         matched = sum(n for mid, n in seen.items() if mid in keys_by_mid)
         return {"matched": matched, "unmatched": sum(seen.values()) - matched, "settled": settled}
 
-    @staticmethod
-    def _bulk_parts_pg(
-        conn: sa.Connection, gateway: str, last: Mapping[str, tuple[str, str | None]], now: datetime
-    ) -> dict[str, str]:
-        """Update the known parts from arrays; return message id -> row key of every known part."""
-        mids = list(last)
-        found = conn.execute(
+    def _apply_receipts_pg(
+        self, conn: sa.Connection, gateway: str, receipts: Sequence[Receipt], now: datetime
+    ) -> dict[str, int]:
+        """PostgreSQL ``apply_receipts_bulk``: COPY the receipts into a temporary table, then set-based.
+
+        Only the waiting receipts that match a part now are read back (the others are counted),
+        so a long ``receipt_unmatched`` list is not shipped to Python on every call. The rows are
+        settled by one UPDATE that derives each row's state from its parts in SQL, by the same
+        rule as ``row_state_from_parts``.
+        """
+        finals = tuple(RECEIPT_STAT_STATE)
+        params = {"gateway": gateway, "finals": finals}
+        waiting = conn.execute(
             sa.text(
-                "UPDATE message_part AS p SET state = v.state, stat = v.stat, err = v.err, receipt_at = :now "
-                "FROM unnest(CAST(:mids AS text[]), CAST(:states AS text[]), CAST(:stats AS text[]), "
-                "CAST(:errs AS text[])) AS v(mid, state, stat, err) "
-                "WHERE p.gateway = :gateway AND p.message_id = v.mid RETURNING p.message_id, p.idempotency_key"
-            ),
-            {
-                "now": now,
-                "gateway": gateway,
-                "mids": mids,
-                "states": [RECEIPT_STAT_STATE[last[m][0]] for m in mids],
-                "stats": [last[m][0] for m in mids],
-                "errs": [last[m][1] for m in mids],
-            },
-        ).all()
-        return {mid: key for mid, key in found}
+                "SELECT COUNT(*) FROM receipt_unmatched WHERE gateway = :gateway AND UPPER(stat) IN :finals"
+            ).bindparams(sa.bindparam("finals", expanding=True)),
+            params,
+        ).scalar_one()
+        known = []
+        if waiting:
+            known = conn.execute(
+                sa.text(
+                    "SELECT u.message_id, UPPER(u.stat), u.err FROM receipt_unmatched u "
+                    "WHERE u.gateway = :gateway AND UPPER(u.stat) IN :finals AND EXISTS ("
+                    "SELECT 1 FROM message_part p WHERE p.gateway = u.gateway AND p.message_id = u.message_id)"
+                ).bindparams(sa.bindparam("finals", expanding=True)),
+                params,
+            ).all()
+        # The same reduction as the other engines: waiting receipts first, then the new ones in
+        # order; the first one is what ``receipt_unmatched`` keeps, the last one what a part gets.
+        first: dict[str, tuple[str, str | None]] = {}
+        last: dict[str, tuple[str, str | None]] = {}
+        seen: dict[str, int] = {}
+        for mid, stat, err in [*known, *((r.message_id, r.stat.upper(), r.err) for r in receipts)]:
+            if stat not in RECEIPT_STAT_STATE:  # ENROUTE / ACCEPTD: intermediate, nothing to settle
+                continue
+            first.setdefault(mid, (stat, err))
+            last[mid] = (stat, err)
+            seen[mid] = seen.get(mid, 0) + 1
+        still_waiting = waiting - len(known)
+        if not last:
+            return {"matched": 0, "unmatched": still_waiting, "settled": 0}
+        # A receipt batch is small next to the tables: probe the indexes for it instead of hashing
+        # the whole of message_part and contact_ledger (which the planner prefers up to a few
+        # million rows, at ten times the cost), and compile nothing (JIT costs ~0.1 s a statement).
+        conn.exec_driver_sql(
+            "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true), "
+            "set_config('jit', 'off', true)"
+        )
+        conn.exec_driver_sql(
+            "CREATE TEMPORARY TABLE tmp_receipt_pg (message_id TEXT NOT NULL, state TEXT NOT NULL, "
+            "stat TEXT NOT NULL, err TEXT) ON COMMIT DROP"
+        )
+        with conn.connection.driver_connection.cursor() as cursor:
+            with cursor.copy("COPY tmp_receipt_pg (message_id, state, stat, err) FROM STDIN") as copy:
+                for mid, (stat, err) in last.items():
+                    copy.write_row((mid, RECEIPT_STAT_STATE[stat], stat, err))
+        found = dict(
+            conn.execute(
+                sa.text(
+                    "UPDATE message_part AS p SET state = t.state, stat = t.stat, err = t.err, receipt_at = :now "
+                    "FROM tmp_receipt_pg AS t WHERE p.gateway = :gateway AND p.message_id = t.message_id "
+                    "RETURNING p.message_id, p.idempotency_key"
+                ),
+                {"now": now, "gateway": gateway},
+            ).all()
+        )
+        unmatched_ids = [mid for mid in last if mid not in found]
+        if unmatched_ids:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO receipt_unmatched (gateway, message_id, stat, err, received_at) "
+                    "SELECT :gateway, u.mid, u.stat, u.err, :now FROM unnest(CAST(:mids AS text[]), "
+                    "CAST(:stats AS text[]), CAST(:errs AS text[])) AS u(mid, stat, err) "
+                    "ON CONFLICT (gateway, message_id) DO NOTHING"
+                ),
+                {
+                    "gateway": gateway,
+                    "now": now,
+                    "mids": unmatched_ids,
+                    "stats": [first[mid][0] for mid in unmatched_ids],
+                    "errs": [first[mid][1] for mid in unmatched_ids],
+                },
+            )
+        rematched = [mid for mid, _stat, _err in known if mid in found]
+        if rematched:
+            conn.execute(
+                sa.text(
+                    "DELETE FROM receipt_unmatched WHERE gateway = :gateway "
+                    "AND message_id = ANY(CAST(:mids AS text[]))"
+                ),
+                {"gateway": gateway, "mids": rematched},
+            )
+        # row_state_from_parts in SQL: any UNDELIVERED part, else any EXPIRED, else all DELIVERED,
+        # else still open while a part is SUBMITTED (NULL: not settled), else UNKNOWN.
+        row_state = (
+            f"CASE WHEN bool_or(p.state = '{UNDELIVERED}') THEN '{UNDELIVERED}' "
+            f"WHEN bool_or(p.state = '{EXPIRED}') THEN '{EXPIRED}' "
+            f"WHEN bool_and(p.state = '{DELIVERED}') THEN '{DELIVERED}' "
+            f"WHEN bool_or(p.state = '{SUBMITTED}') THEN NULL ELSE '{UNKNOWN}' END"
+        )
+        settled = 0
+        keys = sorted(set(found.values()))
+        if keys:
+            # Driven by the touched keys: one index probe per key into message_part and one
+            # into contact_ledger, however large the tables grow.
+            settled = (
+                conn.execute(
+                    sa.text(
+                        "UPDATE contact_ledger AS c SET state = s.state, final_at = :now "  # noqa: S608
+                        "FROM unnest(CAST(:keys AS text[])) AS k(key) CROSS JOIN LATERAL ("
+                        f"SELECT {row_state} AS state FROM message_part AS p WHERE p.idempotency_key = k.key) AS s "
+                        "WHERE c.idempotency_key = k.key AND s.state IS NOT NULL "
+                        "AND c.state IN (:submitted, :unknown)"
+                    ),
+                    {"now": now, "keys": keys, "submitted": SUBMITTED, "unknown": UNKNOWN},
+                ).rowcount
+                or 0
+            )
+        matched = sum(n for mid, n in seen.items() if mid in found)
+        unmatched = sum(seen.values()) - matched + still_waiting
+        return {"matched": matched, "unmatched": unmatched, "settled": settled}
 
     def _bulk_parts_tmp(
         self, conn: sa.Connection, gateway: str, last: Mapping[str, tuple[str, str | None]], now: datetime
@@ -1154,31 +1373,24 @@ class DunningStore:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{name}")
 
     def _settle_bulk(self, conn: sa.Connection, keys: Sequence[str], now: datetime) -> int:
-        """Set-based ``_settle``: read the parts of the touched rows at once, update the rows at once."""
+        """Set-based ``_settle`` (SQLite, MariaDB): read the touched rows' parts at once, update the rows at once.
+
+        PostgreSQL settles in SQL instead (``_apply_receipts_pg``).
+        """
         if not keys:
             return 0
-        pg = self.dialect == "postgresql"
-        if pg:
-            parts = conn.execute(
-                sa.text(
-                    "SELECT idempotency_key, state FROM message_part "
-                    "WHERE idempotency_key = ANY(CAST(:keys AS text[]))"
-                ),
-                {"keys": list(keys)},
-            ).all()
-        else:
-            self._tmp_table(
-                conn, "tmp_settle", "idempotency_key VARCHAR(64) NOT NULL PRIMARY KEY, state VARCHAR(12)"
+        self._tmp_table(
+            conn, "tmp_settle", "idempotency_key VARCHAR(64) NOT NULL PRIMARY KEY, state VARCHAR(12)"
+        )
+        conn.execute(
+            sa.text("INSERT INTO tmp_settle (idempotency_key) VALUES (:key)"), [{"key": k} for k in keys]
+        )
+        parts = conn.execute(
+            sa.text(
+                "SELECT p.idempotency_key, p.state FROM message_part p "
+                "JOIN tmp_settle s ON s.idempotency_key = p.idempotency_key"
             )
-            conn.execute(
-                sa.text("INSERT INTO tmp_settle (idempotency_key) VALUES (:key)"), [{"key": k} for k in keys]
-            )
-            parts = conn.execute(
-                sa.text(
-                    "SELECT p.idempotency_key, p.state FROM message_part p "
-                    "JOIN tmp_settle s ON s.idempotency_key = p.idempotency_key"
-                )
-            ).all()
+        ).all()
         by_key: dict[str, list[str]] = {}
         for key, state in parts:
             by_key.setdefault(key, []).append(state)
@@ -1187,16 +1399,6 @@ class DunningStore:
         params = {"now": now, "submitted": SUBMITTED, "unknown": UNKNOWN}
         if not finals:
             settled = 0
-        elif pg:
-            result = conn.execute(
-                sa.text(
-                    "UPDATE contact_ledger AS c SET state = v.state, final_at = :now "
-                    "FROM unnest(CAST(:keys AS text[]), CAST(:states AS text[])) AS v(key, state) "
-                    "WHERE c.idempotency_key = v.key AND c.state IN (:submitted, :unknown)"
-                ),
-                {**params, "keys": list(finals), "states": list(finals.values())},
-            )
-            settled = result.rowcount or 0
         else:
             conn.exec_driver_sql("DELETE FROM tmp_settle")
             conn.execute(
@@ -1216,9 +1418,282 @@ class DunningStore:
                     "AND state IN (:submitted, :unknown)"
                 )
             settled = conn.execute(sa.text(sql), params).rowcount or 0
-        if not pg:
-            self._drop_tmp_table(conn, "tmp_settle")
+        self._drop_tmp_table(conn, "tmp_settle")
         return settled
+
+    # -- gateways: routing, daily quota, prepaid balance (see include/dunning/routing.py) -----------
+
+    def reroute(self, keys: Sequence[str], gateway: str) -> int:
+        """Record the gateway rows actually go through (failover), while they are still unsent.
+
+        :return: how many rows (PLANNED or CLAIMED) now name ``gateway``
+        """
+        changed = 0
+        with self.engine.begin() as conn:
+            for part in _chunks(list(keys), 900):
+                result = conn.execute(
+                    sa.text(
+                        "UPDATE contact_ledger SET gateway = :gateway WHERE idempotency_key IN :keys "
+                        "AND state IN (:planned, :claimed)"
+                    ).bindparams(sa.bindparam("keys", expanding=True)),
+                    {"gateway": gateway, "keys": list(part), "planned": PLANNED, "claimed": CLAIMED},
+                )
+                changed += result.rowcount or 0
+        return changed
+
+    def reserve_gateway_parts(
+        self,
+        gateway: str,
+        day: date,
+        parts: Sequence[int],
+        *,
+        daily_quota: int | None = None,
+        ensure_row: bool = True,
+    ) -> int:
+        """Reserve a chunk's parts on a gateway's daily quota (and prepaid balance) before sending it.
+
+        The reservation is one conditional ``UPDATE ... SET used = used + n WHERE used + n <=
+        quota`` (and ``balance >= n`` for a prepaid gateway, in the same transaction), so any
+        number of concurrent send tasks never exceed the quota or the balance. When the whole
+        chunk does not fit, the longest leading run of messages that does is reserved.
+
+        :param gateway: the gateway's connection id
+        :param day: the local day the quota counts
+        :param parts: the SMS parts of each message of the chunk, in send order
+        :param daily_quota: parts per day, None for no daily limit (the connection's ``daily_quota``)
+        :param ensure_row: create the day's usage row first (False when this caller already did)
+        :return: how many leading messages of the chunk are reserved (0: quota or balance used up)
+        """
+        from include.dunning.routing import fit_parts
+
+        parts = [int(p) for p in parts]
+        if not parts:
+            return 0
+        now = utcnow()
+        # The usage row first, in its own transaction: on MariaDB an INSERT IGNORE that meets an
+        # existing row takes a shared lock, and two such locks upgraded by the UPDATE deadlock.
+        if ensure_row:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    self._insert_ignore(
+                        "gateway_usage",
+                        ("gateway", "usage_day", "used", "daily_quota", "updated_at"),
+                        ("gateway", "usage_day"),
+                    ),
+                    {
+                        "gateway": gateway,
+                        "usage_day": day,
+                        "used": 0,
+                        "daily_quota": daily_quota,
+                        "updated_at": now,
+                    },
+                )
+        key = {"gateway": gateway, "day": day}
+        for _attempt in range(50):
+            try:
+                with self.engine.connect() as conn:
+                    trans = conn.begin()
+                    used = 0
+                    if daily_quota is not None:  # without a quota the count is only tracked
+                        used = conn.execute(
+                            sa.text(
+                                "SELECT used FROM gateway_usage WHERE gateway = :gateway AND usage_day = :day"
+                            ),
+                            key,
+                        ).scalar_one()
+                    balance = conn.execute(
+                        sa.text("SELECT balance FROM gateway_balance WHERE gateway = :gateway"), key
+                    ).scalar_one_or_none()
+                    room = sum(parts)
+                    if daily_quota is not None:
+                        room = min(room, daily_quota - int(used))
+                    if balance is not None:
+                        room = min(room, int(balance))
+                    n = fit_parts(parts, max(0, room))
+                    if n == 0:
+                        trans.rollback()
+                        return 0
+                    want = sum(parts[:n])
+                    guard = "" if daily_quota is None else " AND used + :n <= :quota"
+                    ok = (
+                        conn.execute(
+                            sa.text(
+                                "UPDATE gateway_usage SET used = used + :n, daily_quota = :quota, "  # noqa: S608
+                                f"updated_at = :now WHERE gateway = :gateway AND usage_day = :day{guard}"
+                            ),
+                            {**key, "n": want, "quota": daily_quota, "now": now},
+                        ).rowcount
+                        == 1
+                    )
+                    if ok and balance is not None:
+                        ok = (
+                            conn.execute(
+                                sa.text(
+                                    "UPDATE gateway_balance SET balance = balance - :n, updated_at = :now "
+                                    "WHERE gateway = :gateway AND balance >= :n"
+                                ),
+                                {**key, "n": want, "now": now},
+                            ).rowcount
+                            == 1
+                        )
+                    if ok:
+                        trans.commit()
+                        return n
+                    trans.rollback()  # another task took the room between the read and the update
+            except sa.exc.OperationalError as exc:
+                if _deadlock_code(exc) is None:
+                    raise
+                log.info(
+                    "quota reservation on %s hit a deadlock (%s); retrying", gateway, _deadlock_code(exc)
+                )
+        raise RuntimeError(f"could not reserve parts on gateway {gateway} after 50 attempts")
+
+    def release_gateway_parts(self, gateway: str, day: date, parts: int) -> None:
+        """Give back reserved parts that were not sent (rejected messages): quota and balance."""
+        if parts <= 0:
+            return
+        params = {"gateway": gateway, "day": day, "n": int(parts), "now": utcnow()}
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE gateway_usage SET used = CASE WHEN used >= :n THEN used - :n ELSE 0 END, "
+                    "updated_at = :now WHERE gateway = :gateway AND usage_day = :day"
+                ),
+                params,
+            )
+            conn.execute(
+                sa.text(
+                    "UPDATE gateway_balance SET balance = balance + :n, updated_at = :now WHERE gateway = :gateway"
+                ),
+                params,
+            )
+
+    def gateway_usage(self, day: date) -> dict[str, tuple[int, int | None]]:
+        """Return, per gateway, the parts used (sent or reserved) on a local day and its daily quota."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT gateway, used, daily_quota FROM gateway_usage WHERE usage_day = :day"),
+                {"day": day},
+            ).all()
+        return {g: (int(used), None if quota is None else int(quota)) for g, used, quota in rows}
+
+    def add_gateway_balance(self, gateway: str, parts: int) -> int:
+        """Top up a prepaid gateway by ``parts`` (the first top-up makes it prepaid); return the balance."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._insert_ignore("gateway_balance", ("gateway", "balance", "updated_at"), ("gateway",)),
+                {"gateway": gateway, "balance": 0, "updated_at": now},
+            )
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE gateway_balance SET balance = balance + :n, updated_at = :now WHERE gateway = :gateway"
+                ),
+                {"gateway": gateway, "n": int(parts), "now": now},
+            )
+            return conn.execute(
+                sa.text("SELECT balance FROM gateway_balance WHERE gateway = :gateway"), {"gateway": gateway}
+            ).scalar_one()
+
+    def gateway_balance(self, gateway: str) -> int | None:
+        """Return a prepaid gateway's balance in parts, None when the gateway is not prepaid."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.text("SELECT balance FROM gateway_balance WHERE gateway = :gateway"), {"gateway": gateway}
+            ).scalar_one_or_none()
+        return None if value is None else int(value)
+
+    def gateways_to_collect(self, run_id: str) -> list[str]:
+        """Return the SMS gateways a run sent through, and those with parts still awaiting a receipt."""
+        with self.engine.connect() as conn:
+            sent = conn.execute(
+                sa.text(
+                    "SELECT DISTINCT gateway FROM contact_ledger WHERE sent_run_id = :run AND channel = 'sms' "
+                    "AND message_ids IS NOT NULL"
+                ),
+                {"run": run_id},
+            ).scalars()
+            outstanding = conn.execute(
+                sa.text("SELECT DISTINCT gateway FROM message_part WHERE state = :submitted"),
+                {"submitted": SUBMITTED},
+            ).scalars()
+            return sorted(set(sent) | set(outstanding))
+
+    # -- contact history for re-notification ---------------------------------------------------
+
+    def contact_history(
+        self, campaign: str, since: date, phones: Iterable[str] | None = None
+    ) -> dict[tuple[str, str, str], dict[str, Any]]:
+        """Return what earlier contacts of a campaign achieved, per (phone, stage, period).
+
+        One aggregate query over the campaign's rows planned on or after ``since`` (plus one for
+        the replies), so the planner can move a debtor to the next channel of its stage: SMS
+        delivered / undelivered (UNDELIVERED, EXPIRED or FAILED) / unanswered (delivered, and no
+        reply from the number since the first of them), calls answered / unanswered (busy, no
+        answer, rejected) / failed (the modem failed). UNKNOWN rows count as neither: whether
+        they arrived is not known. Rows never sent (PLANNED, CLAIMED, SUPPRESSED) are left out.
+
+        :param campaign: the campaign, e.g. ``tax_payment``
+        :param since: the first as-of date to look at
+        :param phones: only these numbers (all of the campaign's when None)
+        :return: (phone, stage, period) -> counts ``sms_delivered``, ``sms_undelivered``,
+            ``sms_unanswered``, ``voice_answered``, ``voice_unanswered``, ``voice_failed`` and
+            the dates ``first_as_of`` and ``last_as_of``
+        """
+        sent = (DELIVERED, UNDELIVERED, EXPIRED, FAILED)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT phone, stage, period, MIN(as_of), MAX(as_of), "
+                    "SUM(CASE WHEN channel = 'sms' AND state = 'DELIVERED' THEN 1 ELSE 0 END), "
+                    "SUM(CASE WHEN channel = 'sms' AND state <> 'DELIVERED' THEN 1 ELSE 0 END), "
+                    "MIN(CASE WHEN channel = 'sms' AND state = 'DELIVERED' THEN submitted_at END), "
+                    "SUM(CASE WHEN channel = 'voice' AND state = 'DELIVERED' THEN 1 ELSE 0 END), "
+                    "SUM(CASE WHEN channel = 'voice' AND state = 'UNDELIVERED' THEN 1 ELSE 0 END), "
+                    "SUM(CASE WHEN channel = 'voice' AND state = 'FAILED' THEN 1 ELSE 0 END) "
+                    "FROM contact_ledger WHERE campaign = :campaign AND as_of >= :since AND state IN :sent "
+                    "GROUP BY phone, stage, period"
+                ).bindparams(sa.bindparam("sent", expanding=True)),
+                {"campaign": campaign, "since": since, "sent": list(sent)},
+            ).all()
+            replies = dict(
+                conn.execute(
+                    sa.text(
+                        "SELECT source, MAX(received_at) FROM inbound_message WHERE received_at >= :since "
+                        "GROUP BY source"
+                    ),
+                    {"since": datetime.combine(since, datetime.min.time())},
+                ).all()
+            )
+        wanted = None if phones is None else set(phones)
+
+        def moment(value: Any) -> datetime | None:
+            if value is None or isinstance(value, datetime):
+                return value
+            return datetime.fromisoformat(str(value))
+
+        def day(value: Any) -> date:
+            return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+
+        history: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for phone, stage, period, first, last, delivered, undelivered, first_delivered, *voice in rows:
+            if wanted is not None and phone not in wanted:
+                continue
+            reply = moment(replies.get(phone))
+            first_sms = moment(first_delivered)
+            answered = reply is not None and first_sms is not None and reply >= first_sms
+            history[(phone, stage, period)] = {
+                "first_as_of": day(first),
+                "last_as_of": day(last),
+                "sms_delivered": int(delivered or 0),
+                "sms_undelivered": int(undelivered or 0),
+                "sms_unanswered": 0 if answered else int(delivered or 0),
+                "voice_answered": int(voice[0] or 0),
+                "voice_unanswered": int(voice[1] or 0),
+                "voice_failed": int(voice[2] or 0),
+            }
+        return history
 
 
 def row_state_from_parts(states: Sequence[str]) -> str | None:

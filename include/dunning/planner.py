@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from include.dunning import fees, ledger, templates
+from include.dunning.ladder import ContactHistory
 from include.dunning.money import to_money
 
 # A message to a number shared by several taxpayers names at most this many of them (then 等).
@@ -42,6 +43,10 @@ class TaxPaymentCampaign:
     :param template: the message template under ``include/templates``
     :param max_parts: the most SMS parts a message may take
     :param cap_days: at most one dunning contact per number within this many days (all campaigns)
+    :param voice_gateway: the modem pool voice contacts go out through; None: no modems, voice
+        contacts (re-notification after an undelivered or unanswered SMS) are SUPPRESSED
+    :param holdout_share: share of debtors held out of contact to measure recovery (0: none)
+    :param history_days: how far back earlier contacts count for re-notification and staff flags
     """
 
     signature: str = "示范市税务"
@@ -52,6 +57,9 @@ class TaxPaymentCampaign:
     campaign: str = "tax_payment"
     stage: str = "payment_overdue"
     channel: str = "sms"
+    voice_gateway: str | None = None
+    holdout_share: float = 0.0
+    history_days: int = 120
 
     def lint(self) -> None:
         """Refuse to plan with a template that would send something wrong.
@@ -119,6 +127,8 @@ def plan_tax_payment(
     campaign: TaxPaymentCampaign,
     opted_out: Set[str] = frozenset(),
     last_contact: Mapping[str, datetime] | None = None,
+    ladder: Any = None,
+    history: Mapping[tuple[str, str, str], Mapping[str, Any]] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield one ledger row per mobile number, listing every overdue liability behind it.
 
@@ -142,21 +152,76 @@ def plan_tax_payment(
     :param campaign: campaign settings
     :param opted_out: numbers on the opt-out list or blacklist
     :param last_contact: per number, when a message to it was last submitted (any campaign)
+    :param ladder: the tax ladder (``load_ladder("tax")``, the packaged one when None): the
+        stage by days overdue, its weekly repeats and ``max_attempts``, its channel order
+    :param history: earlier contacts of the campaign (``DunningStore.contact_history``): an
+        undelivered or unanswered SMS moves the number to the next channel of its stage
+
+    Further decisions, each a SUPPRESSED row with its reason: a number whose remaining
+    liabilities are all under an open promise to pay (``promised_until`` on or after the as-of
+    date) gives ``promise_to_pay until <date>``; one whose liabilities are all past the stage's
+    ``max_attempts`` gives ``max_attempts``; a number whose debtors are all in the campaign's
+    holdout group gives ``holdout``; a voice contact without modems gives the channel's reason.
     """
     week = campaign_week(as_of)
     last_contact = last_contact or {}
+    ladder = ladder if ladder is not None else _packaged_ladder("tax")
+    contacts = _index_history(history)
 
-    def decide(group: list[Mapping[str, Any]]) -> dict[str, Any]:
+    # Stage and attempt per days overdue, computed once per distinct day count.
+    by_days: dict[int, tuple[Any, int | None]] = {}
+
+    def staged(days: int) -> tuple[Any, int | None]:
+        if days not in by_days:
+            found = ladder.overdue_stage(days)
+            by_days[days] = (found, found.attempt(days) if found is not None else None)
+        return by_days[days]
+
+    def decide(group: list[Mapping[str, Any]]) -> dict[str, Any] | None:
         phone = str(group[0]["mobile_normalized"])
-        active = [r for r in group if not _deferred(r, as_of)]
+        days = [(as_of - _as_date(r["deadline"])).days for r in group]
+        stages = [staged(d) for d in days]
+        found = [s for s, _ in stages if s is not None]
+        if not found:
+            return None  # the ladder has nothing for these days overdue
+        stage = found[0]
+        for other in found:
+            if other is not stage and (other.min_days_overdue or 0) > (stage.min_days_overdue or 0):
+                stage = other
+        undeferred = [i for i, r in enumerate(group) if not _deferred(r, as_of)]
+        promises = {i: _promised_until(group[i], as_of) for i in undeferred}
+        active = [i for i in undeferred if promises[i] is None]
+        due = [i for i in active if stages[i][1] is not None]
+        shown = [group[i] for i in (active or undeferred)] or group
+        if phone in contacts:
+            since = min(_as_date(r["deadline"]) for r in shown)
+            seen = _stage_history(contacts, phone, stage.name, since=since)
+            next_channel = ladder.channel_for(stage, seen)
+        else:  # no earlier contact: the stage's first channel
+            seen, next_channel = _NO_HISTORY, stage.channels[0].channel
+        channel = next_channel or stage.channels[0].channel
+        attempt = seen.voice_attempts + 1 if channel == "voice" else 1
         reason = None
         if phone in opted_out:
             reason = "opted_out"
-        elif not active:
+        elif not undeferred:
             reason = "deferral"
+        elif not active:
+            reason = f"promise_to_pay until {max(d for d in promises.values() if d).isoformat()}"
+        elif not due:
+            reason = f"max_attempts: {stage.name} allows {stage.max_attempts}"
+        elif campaign.holdout_share and _held_out(shown, "taxpayer_id", campaign):
+            reason = "holdout"
+        elif next_channel is None:
+            reason = f"channel attempts exhausted in {stage.name}"
+        elif channel == "voice" and campaign.voice_gateway is None:
+            reason = "voice channel not configured: no modems"
         elif phone in last_contact and (as_of - last_contact[phone].date()).days < campaign.cap_days:
             reason = f"frequency_cap: last contact {last_contact[phone].date().isoformat()}"
-        row = _tax_payment_row(active or group, as_of, week, run_id, planned_at, campaign)
+        row = _tax_payment_row(
+            shown, as_of, week, run_id, planned_at, campaign,
+            stage=stage.name, channel=channel, attempt=attempt, template=stage.templates[channel],
+        )  # fmt: skip
         if reason:
             row.update(state=ledger.SUPPRESSED, reason=reason)
         return row
@@ -164,11 +229,138 @@ def plan_tax_payment(
     group: list[Mapping[str, Any]] = []
     for record in records:
         if group and record["mobile_normalized"] != group[0]["mobile_normalized"]:
-            yield decide(group)
+            row = decide(group)
+            if row is not None:
+                yield row
             group = []
         group.append(record)
     if group:
-        yield decide(group)
+        row = decide(group)
+        if row is not None:
+            yield row
+
+
+_LADDERS: dict[str, Any] = {}
+_NO_HISTORY = ContactHistory()
+
+
+def _packaged_ladder(name: str) -> Any:
+    """Return a packaged ladder, loaded (and validated) once per process."""
+    if name not in _LADDERS:
+        from include.dunning.ladder import load_ladder
+
+        _LADDERS[name] = load_ladder(name)
+    return _LADDERS[name]
+
+
+def _promised_until(record: Mapping[str, Any], as_of: date) -> date | None:
+    """Return the date of an open promise to pay (on or after ``as_of``), else None."""
+    until = record.get("promised_until")
+    if until is None or (isinstance(until, float) and until != until):  # None or NaN from pandas
+        return None
+    try:
+        day = _as_date(until)
+    except ValueError:
+        return None
+    return day if day >= as_of else None
+
+
+def _held_out(items: list[Mapping[str, Any]], id_column: str, campaign: Any) -> bool:
+    """Tell whether every debtor behind a message is in the campaign's holdout group.
+
+    The group is :func:`include.dunning.reporting.holdout_group` seeded with the campaign name,
+    so a debtor stays in (or out) on every run. A number shared with a debtor outside the group
+    is contacted as usual (the message speaks for that debtor too).
+    """
+    global _holdout_group
+    if _holdout_group is None:
+        from include.dunning.reporting import holdout_group as _holdout_group
+    ids = {str(i[id_column]) for i in items}
+    return len(_holdout_group(ids, share=campaign.holdout_share, seed=campaign.campaign)) == len(ids)
+
+
+_holdout_group: Any = None
+
+
+def _index_history(
+    history: Mapping[tuple[str, str, str], Mapping[str, Any]] | None,
+) -> dict[str, list[tuple[str, str, Mapping[str, Any]]]]:
+    """Return the contact history per phone: (stage, period, counts) of each earlier period."""
+    index: dict[str, list[tuple[str, str, Mapping[str, Any]]]] = {}
+    for (phone, stage, period), counts in (history or {}).items():
+        index.setdefault(phone, []).append((stage, period, counts))
+    return index
+
+
+def _stage_history(
+    index: Mapping[str, list[tuple[str, str, Mapping[str, Any]]]],
+    phone: str,
+    stage: str,
+    *,
+    period: str | None = None,
+    since: date | None = None,
+) -> ContactHistory:
+    """Return a number's earlier contacts in one stage: one period, or every period since a date."""
+    totals = [0, 0, 0, 0]
+    for name, per, counts in index.get(phone, ()):
+        if name != stage or (period is not None and per != period):
+            continue
+        if since is not None and counts["last_as_of"] < since:
+            continue
+        totals[0] += counts["sms_delivered"]
+        totals[1] += counts["sms_undelivered"]
+        totals[2] += counts["sms_unanswered"]
+        totals[3] += counts["voice_answered"] + counts["voice_unanswered"] + counts["voice_failed"]
+    return ContactHistory(*totals)
+
+
+def failed_contact_flags(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    history: Mapping[tuple[str, str, str], Mapping[str, Any]] | None,
+    ladder: Any,
+    as_of: date,
+    run_id: str,
+    campaign: str,
+    debtor_column: str,
+) -> list[dict[str, Any]]:
+    """Return staff flags for debtors still in arrears behind a number with N failed contacts.
+
+    A failed contact is an undelivered SMS or an unanswered call (``ledger.contact_history``);
+    N is the ladder's ``flag_after_failed_contacts``. The detail says what was tried.
+
+    :param records: today's validated records (the debtors still in arrears)
+    :param debtor_column: the records' debtor id column (``taxpayer_id``, ``account_no``)
+    """
+    tried: dict[str, dict[str, Any]] = {}
+    for (phone, stage, _period), counts in (history or {}).items():
+        t = tried.setdefault(phone, {"sms_u": 0, "voice_u": 0, "sms_d": 0, "voice_a": 0, "stages": set(),
+                                     "first": counts["first_as_of"]})  # fmt: skip
+        t["sms_u"] += counts["sms_undelivered"]
+        t["voice_u"] += counts["voice_unanswered"]
+        t["sms_d"] += counts["sms_delivered"]
+        t["voice_a"] += counts["voice_answered"]
+        t["stages"].add(stage)
+        t["first"] = min(t["first"], counts["first_as_of"])
+    flags: dict[str, dict[str, Any]] = {}
+    for record in records:
+        phone = record.get("mobile_normalized")
+        t = tried.get(str(phone)) if phone else None
+        if t is None or not ladder.should_flag(t["sms_u"] + t["voice_u"]):
+            continue
+        debtor = str(record[debtor_column])
+        detail = (
+            f"{t['sms_u'] + t['voice_u']} failed contacts since {t['first'].isoformat()}: "
+            f"{t['sms_u']} SMS undelivered, {t['voice_u']} calls unanswered "
+            f"({t['sms_d']} SMS delivered, {t['voice_a']} calls answered); "
+            f"stages {', '.join(sorted(t['stages']))}"
+        )
+        flags.setdefault(
+            debtor,
+            {"campaign": campaign, "debtor_id": debtor, "reason": "failed_contacts", "detail": detail[:300],
+             "flagged_on": as_of, "run_id": run_id},
+        )  # fmt: skip
+    return list(flags.values())
 
 
 def _deferred(record: Mapping[str, Any], as_of: date) -> bool:
@@ -188,21 +380,32 @@ def _tax_payment_row(
     run_id: str,
     planned_at: datetime,
     campaign: TaxPaymentCampaign,
+    *,
+    stage: str | None = None,
+    channel: str | None = None,
+    attempt: int = 1,
+    template: str | None = None,
 ) -> dict[str, Any]:
+    channel = channel or campaign.channel
+    template = template or campaign.template
     first = group[0]
     phone = str(first["mobile_normalized"])
-    principal = sum((_exact_amount(r["outstanding"]) for r in group), Decimal("0"))
-    surcharge = sum(
-        (fees.tax_surcharge(_exact_amount(r["outstanding"]), _as_date(r["deadline"]), as_of) for r in group),
-        Decimal("0"),
-    )
-    earliest = min(_as_date(r["deadline"]) for r in group)
+    # One pass (hot loop): each amount and date converted once; sums in the same order as sum().
+    principal = surcharge = Decimal("0")
+    earliest: date | None = None
     taxpayers: dict[str, str] = {}
     for r in group:
+        owed = _exact_amount(r["outstanding"])
+        deadline = _as_date(r["deadline"])
+        principal += owed
+        surcharge += fees.tax_surcharge(owed, deadline, as_of)
+        if earliest is None or deadline < earliest:
+            earliest = deadline
         taxpayers.setdefault(str(r["taxpayer_id"]), str(r["taxpayer_name"]))
+    assert earliest is not None
     names = list(taxpayers.values())
     text = templates.render(
-        campaign.template,
+        template,
         {
             "signature": campaign.signature,
             "name": names[0],
@@ -221,15 +424,15 @@ def _tax_payment_row(
         campaign=campaign.campaign,
         period=week,
         phone=phone,
-        stage=campaign.stage,
-        channel=campaign.channel,
-        attempt=1,
+        stage=stage or campaign.stage,
+        channel=channel,
+        attempt=attempt,
         debtors=taxpayers,
-        template=campaign.template,
+        template=template,
         text=text,
         amount=principal,
         surcharge=surcharge,
-        gateway=campaign.gateway,
+        gateway=campaign.voice_gateway if channel == "voice" and campaign.voice_gateway else campaign.gateway,
         as_of=as_of,
         run_id=run_id,
         planned_at=planned_at,
@@ -296,11 +499,23 @@ def _exact_amount(value: Any) -> Decimal:
 
 
 def _as_date(value: Any) -> date:
+    if type(value) is date:  # the common case first (hot loop)
+        return value
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
         return value
-    return date.fromisoformat(str(value)[:10])
+    text = str(value)[:10]
+    day = _ISO_DATES.get(text)
+    if day is None:
+        day = date.fromisoformat(text)
+        if len(_ISO_DATES) >= 100_000:
+            _ISO_DATES.clear()
+        _ISO_DATES[text] = day
+    return day
+
+
+_ISO_DATES: dict[str, date] = {}  # source dates as text (SQLite) repeat a lot: parse each once
 
 
 # -- electricity ------------------------------------------------------------------------------
@@ -318,6 +533,9 @@ class PowerCampaign:
     :param cap_days: at most one dunning contact per number within this many days (all campaigns)
     :param voice_gateway: the modem pool voice calls go out through; None: no modems, voice
         stages are recorded as SUPPRESSED
+    :param holdout_share: share of accounts held out of dunning to measure recovery (0: none);
+        cut-off notices and prepaid balance alerts are never held out
+    :param history_days: how far back earlier contacts count for re-notification and staff flags
     """
 
     signature: str = "示范供电"
@@ -328,6 +546,8 @@ class PowerCampaign:
     cap_days: int = 7
     voice_gateway: str | None = None
     campaign: str = "power_dunning"
+    holdout_share: float = 0.0
+    history_days: int = 120
 
 
 def plan_power(
@@ -340,6 +560,7 @@ def plan_power(
     ladder: Any,
     opted_out: Set[str] = frozenset(),
     last_contact: Mapping[str, datetime] | None = None,
+    history: Mapping[tuple[str, str, str], Mapping[str, Any]] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield the electricity contacts of one day, one message per mobile number and purpose.
 
@@ -360,18 +581,78 @@ def plan_power(
     :param ladder: the loaded power ladder (``include.dunning.ladder.load_ladder("power")``)
     :param opted_out: numbers on the opt-out list or blacklist
     :param last_contact: per number, when a message to it was last submitted (any campaign)
+    :param history: earlier contacts of the campaign (``DunningStore.contact_history``): an
+        undelivered SMS moves the number to the next channel of its stage (same stage period)
+
+    Stop rules (DOMAIN §3, §6): a bill under an open promise to pay (``promised_until`` on or
+    after the as-of date) and a bill covered by top-ups made on or after its due date
+    (``topup_amount``, applied to the oldest bills first) leave the message; when nothing is
+    left the row is SUPPRESSED ``promise_to_pay until <date>`` or ``recharge: ...``. A prepaid
+    balance lifted above the alert thresholds by a top-up after the balance snapshot is
+    SUPPRESSED the same way. Accounts in the holdout group are SUPPRESSED ``holdout``.
     """
     last_contact = last_contact or {}
+    contacts = _index_history(history)
     group: list[Mapping[str, Any]] = []
     for record in records:
         if group and record["mobile_normalized"] != group[0]["mobile_normalized"]:
             yield from _power_rows(
-                group, as_of, run_id, planned_at, campaign, ladder, opted_out, last_contact
+                group, as_of, run_id, planned_at, campaign, ladder, opted_out, last_contact, contacts
             )
             group = []
         group.append(record)
     if group:
-        yield from _power_rows(group, as_of, run_id, planned_at, campaign, ladder, opted_out, last_contact)
+        yield from _power_rows(
+            group, as_of, run_id, planned_at, campaign, ladder, opted_out, last_contact, contacts
+        )
+
+
+def _money_or_none(value: Any) -> Decimal | None:
+    if value is None or (isinstance(value, float) and value != value):  # None or NaN from pandas
+        return None
+    return _exact_amount(value)
+
+
+def _open_bills(bills: list[Mapping[str, Any]], as_of: date) -> tuple[list[Mapping[str, Any]], str | None]:
+    """Return the bills still to dun and, when none is left, why (promise or top-up).
+
+    Top-ups are per account: the sum made on or after the oldest unpaid bill's due date (the
+    largest ``topup_amount`` of the account's bills), applied to the oldest bills first. A bill
+    fully covered leaves the message; a partly covered one stays with what is left (and its
+    违约金 on that). A bill of an account with an open promise to pay leaves the message.
+    """
+    promised: dict[str, date] = {}
+    available: dict[str, tuple[Decimal, Any]] = {}
+    for bill in bills:
+        account = str(bill["account_no"])
+        until = _promised_until(bill, as_of)
+        if until is not None:
+            promised[account] = max(until, promised.get(account, until))
+        topup = _money_or_none(bill.get("topup_amount"))
+        if topup and topup > available.get(account, (Decimal("0"), None))[0]:
+            available[account] = (topup, bill.get("topup_on"))
+    if not promised and not available:
+        return bills, None
+    left = {account: amount for account, (amount, _) in available.items()}
+    still: list[Mapping[str, Any]] = []
+    for bill in sorted(bills, key=lambda b: _as_date(b["due_date"])):
+        account = str(bill["account_no"])
+        if account in promised:
+            continue
+        owed = _exact_amount(bill["outstanding"])
+        cover = min(owed, left.get(account, Decimal("0")))
+        if cover:
+            left[account] -= cover
+        if cover < owed:
+            still.append(bill if not cover else {**bill, "outstanding": owed - cover})
+    if still:
+        still.sort(key=lambda b: (str(b["account_no"]), _as_date(b["due_date"])))
+        return still, None
+    if promised:
+        return [], f"promise_to_pay until {max(promised.values()).isoformat()}"
+    total = sum((amount for amount, _ in available.values()), Decimal("0"))
+    last = max(_as_date(on) for _, on in available.values() if on is not None)
+    return [], f"recharge: top-up {_amount(total)} by {last.isoformat()} covers the arrears"
 
 
 def _power_rows(
@@ -383,6 +664,7 @@ def _power_rows(
     ladder: Any,
     opted_out: Set[str],
     last_contact: Mapping[str, datetime],
+    contacts: Mapping[str, list[tuple[str, str, Mapping[str, Any]]]] | None = None,
 ) -> Iterator[dict[str, Any]]:
     phone = str(group[0]["mobile_normalized"])
     bills = [r for r in group if r["kind"] == "bill"]
@@ -395,6 +677,13 @@ def _power_rows(
         attempt = stage.attempt(days) if stage is not None else None
         if attempt is not None:
             staged.append((stage, attempt, bill))
+    stopped = None
+    if staged:
+        open_bills, stopped = _open_bills(bills, as_of)
+        open_ids = {str(b["item_id"]) for b in open_bills}
+        if not stopped:
+            staged = [(s, a, b) for s, a, b in staged if str(b["item_id"]) in open_ids]
+            bills = open_bills
     if staged:
         stage = max((s for s, _, _ in staged), key=lambda s: s.min_days_overdue or 0)
         in_stage = [(a, b) for s, a, b in staged if s is stage]
@@ -413,8 +702,13 @@ def _power_rows(
         }
         amount = sum((_exact_amount(b["outstanding"]) for b in bills), Decimal("0"))
         earliest_due = min(_as_date(b["due_date"]) for b in bills)
+        period = f"{stage.name}:{anchor.isoformat()}"
+        if contacts and phone in contacts:
+            channel = ladder.channel_for(stage, _stage_history(contacts, phone, stage.name, period=period))
+        else:  # no earlier contact: the stage's first channel
+            channel = stage.channels[0].channel
         row = _power_row(
-            phone, stage, attempt, f"{stage.name}:{anchor.isoformat()}", bills, as_of, run_id, planned_at, campaign,
+            phone, stage, attempt, period, bills, as_of, run_id, planned_at, campaign,
             {
                 "amount": _amount(amount),
                 "penalty": _amount(sum(penalties.values(), Decimal("0"))),
@@ -422,11 +716,17 @@ def _power_rows(
                 "balance": None,
                 "cutoff_date": _day(as_of + timedelta(days=campaign.cutoff_notice_days)),
             },
-            amount, sum(penalties.values(), Decimal("0")),
+            amount, sum(penalties.values(), Decimal("0")), channel=channel,
         )  # fmt: skip
         capped = phone in last_contact and (as_of - last_contact[phone].date()).days < campaign.cap_days
         if phone in opted_out:
             row.update(state=ledger.SUPPRESSED, reason="opted_out")
+        elif stopped:
+            row.update(state=ledger.SUPPRESSED, reason=stopped)
+        elif campaign.holdout_share and not stage.cutoff_notice and _held_out(bills, "account_no", campaign):
+            row.update(state=ledger.SUPPRESSED, reason="holdout")
+        elif channel is None:
+            row.update(state=ledger.SUPPRESSED, reason=f"channel attempts exhausted in {stage.name}")
         elif row["channel"] == "voice" and campaign.voice_gateway is None:
             row.update(state=ledger.SUPPRESSED, reason="voice channel not configured: no modems")
         elif stage.subject_to_weekly_cap and capped:
@@ -438,17 +738,30 @@ def _power_rows(
 
     if balances:
         lowest = min(_exact_amount(b["balance"]) for b in balances)
+        # A top-up after the balance snapshot counts: alert on the balance it left.
+        topped = min(
+            _exact_amount(b["balance"]) + (_money_or_none(b.get("topup_amount")) or 0) for b in balances
+        )
         stage = ladder.balance_stage(lowest)
         if stage is not None:
-            threshold = stage.balance_threshold(lowest)
+            recharged = ladder.balance_stage(topped) if topped != lowest else stage
+            shown = topped if recharged is not None else lowest
+            stage = recharged or stage
+            threshold = stage.balance_threshold(shown)
             attempt = sorted(stage.balance_below, reverse=True).index(threshold) + 1
             row = _power_row(
                 phone, stage, attempt, f"{stage.name}:{as_of:%Y-%m}", balances, as_of, run_id, planned_at, campaign,
-                {"amount": None, "penalty": None, "due_date": None, "balance": _amount(lowest), "cutoff_date": None},
-                lowest, None,
+                {"amount": None, "penalty": None, "due_date": None, "balance": _amount(shown), "cutoff_date": None},
+                shown, None,
             )  # fmt: skip
             if phone in opted_out:
                 row.update(state=ledger.SUPPRESSED, reason="opted_out")
+            elif recharged is None:
+                last = max(_as_date(b["topup_on"]) for b in balances if _money_or_none(b.get("topup_amount")))
+                row.update(
+                    state=ledger.SUPPRESSED,
+                    reason=f"recharge: balance {_amount(topped)} after a top-up on {last.isoformat()}",
+                )
             yield row
 
 
@@ -465,8 +778,9 @@ def _power_row(
     figures: dict[str, Any],
     amount: Decimal | None,
     penalty: Decimal | None,
+    channel: str | None = None,
 ) -> dict[str, Any]:
-    channel = stage.channels[0].channel
+    channel = channel or stage.channels[0].channel
     holders: dict[str, str] = {}
     for item in items:
         holders.setdefault(str(item["name"]), str(item["account_no"]))

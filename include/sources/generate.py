@@ -110,6 +110,7 @@ COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
         ),
         "tax_payment": ("payment_id", "liability_id", "amount", "paid_on", "updated_at"),
         "deferral": ("deferral_id", "liability_id", "approved", "new_deadline", "decided_on"),
+        "tax_promise": ("promise_id", "taxpayer_id", "promised_on", "amount", "recorded_on"),
     },
     "billing": {
         "customer": (
@@ -125,6 +126,8 @@ COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
         "bill_payment": ("payment_id", "bill_id", "amount", "paid_on", "channel", "updated_at"),
         "prepaid_balance": ("account_no", "balance", "as_of"),
         "payment_demand": ("demand_id", "account_no", "bill_id", "demanded_on", "method", "logged_by"),
+        "bill_promise": ("promise_id", "account_no", "promised_on", "amount", "recorded_on"),
+        "account_topup": ("topup_id", "account_no", "amount", "topped_up_at", "source", "serial"),
     },
     "recharge": {
         "card": ("serial", "face_value", "batch", "made_on"),
@@ -661,6 +664,7 @@ def generate_levy(
         seconds=1
     )  # snapshot at the start of as_of
     out = _Chunker(sink, "levy", chunk_rows, taxpayers, "taxpayers")
+    followups = _Followups(f"{seed}:levy:followups", out.buffers, as_of, now)
     b = out.buffers
     tp_rows, ct_rows, ob_rows = b["taxpayer"], b["taxpayer_contact"], b["filing_obligation"]
     li_rows, pay_rows, def_rows = b["tax_liability"], b["tax_payment"], b["deferral"]
@@ -850,6 +854,7 @@ def generate_levy(
                     def_rows,
                     next_id,
                 )
+        followups.promise(tid)
         out.maybe_flush(n)
     out.flush(taxpayers)
     return dict(out.counts)
@@ -1006,6 +1011,7 @@ def generate_billing(
     channel_names = [c for c, _ in _CHANNELS]
     channel_weights = [w for _, w in _CHANNELS]
     out = _Chunker(sink, "billing", chunk_rows, customers, "customers")
+    followups = _Followups(f"{seed}:billing:followups", out.buffers, as_of, now)
     b = out.buffers
     cu_rows, bill_rows, pay_rows = b["customer"], b["bill"], b["bill_payment"]
     bal_rows, dem_rows = b["prepaid_balance"], b["payment_demand"]
@@ -1049,6 +1055,7 @@ def generate_billing(
             else:
                 balance = -Decimal(rng.randrange(1, 15000)).scaleb(-2)
             bal_rows.append((account_no, balance, now - timedelta(seconds=rng.randrange(86_400))))
+            followups.prepaid(account_no, balance, bal_rows[-1][2])
             out.maybe_flush(n)
             continue
 
@@ -1118,9 +1125,67 @@ def generate_billing(
             if paid_on >= as_of:
                 continue  # not paid yet at as_of
             _bill_pay(rng, ids, pay_rows, bill_id, amount, paid_on, now, channel_names, channel_weights)
+        followups.postpaid(account_no, [bill for bill in bills if bill[0] in unpaid and bill[2] < as_of])
         out.maybe_flush(n)
     out.flush(customers)
     return dict(out.counts)
+
+
+class _Followups:
+    """Promises to pay and posted top-ups, drawn from their own random stream.
+
+    A separate stream keeps every other table exactly as it was before these were added.
+    Promises: some due still ahead of ``as_of`` (open), some already passed unpaid (lapsed).
+    Top-ups: some postpaid debtors top up after a due date (fully covering the arrears or not),
+    some low prepaid balances are topped up after the balance snapshot.
+    """
+
+    def __init__(self, stream: str, buffers: Mapping[str, list[tuple]], as_of: date, now: datetime) -> None:
+        self.rng = random.Random(stream)
+        self.buffers = buffers
+        self.as_of = as_of
+        self.now = now
+        self.ids = {"promise": 0, "topup": 0}
+        self.promises = "tax_promise" if "tax_promise" in buffers else "bill_promise"
+
+    def promise(self, debtor: str, amount: Decimal | None = None, share: float = 0.06) -> None:
+        """Maybe record a promise to pay by ``debtor`` (recorded before ``as_of``)."""
+        if self.rng.random() >= share:
+            return
+        recorded = self.as_of - timedelta(days=self.rng.randint(1, 20))
+        promised = recorded + timedelta(days=self.rng.randint(3, 30))
+        self.ids["promise"] += 1
+        self.buffers[self.promises].append((self.ids["promise"], debtor, promised, amount, recorded))
+
+    def _topup(self, account_no: str, amount: Decimal, at: datetime) -> None:
+        card = self.rng.random() < 0.7
+        self.ids["topup"] += 1
+        serial = f"T{at:%y%m%d}{self.ids['topup']:08d}" if card else None
+        self.buffers["account_topup"].append(
+            (self.ids["topup"], account_no, amount, at, "card" if card else "app", serial)
+        )
+
+    def postpaid(self, account_no: str, overdue: Sequence[tuple[int, Decimal, date]]) -> None:
+        """Maybe a promise or a top-up after the oldest overdue unpaid bill's due date."""
+        if not overdue:
+            return
+        total = sum((amount for _, amount, _ in overdue), Decimal("0"))
+        self.promise(account_no, total, share=0.06)
+        if self.rng.random() < 0.08:
+            oldest = min(due for _, _, due in overdue)
+            start = datetime(oldest.year, oldest.month, oldest.day)
+            at = start + (self.now - start) * self.rng.random()
+            full = self.rng.random() < 0.6
+            amount = total if full else Decimal(self.rng.choice((50, 100))).quantize(Decimal("0.01"))
+            self._topup(account_no, amount, at.replace(microsecond=0))
+
+    def prepaid(self, account_no: str, balance: Decimal, snapshot: datetime) -> None:
+        """Maybe a top-up of a low prepaid balance after the balance snapshot."""
+        if balance >= 50 or self.rng.random() >= 0.15:
+            return
+        at = snapshot + (self.now - snapshot) * self.rng.random()
+        amount = Decimal(self.rng.choice((50, 100, 200))).quantize(Decimal("0.01"))
+        self._topup(account_no, amount, max(at.replace(microsecond=0), snapshot + timedelta(seconds=1)))
 
 
 def _bill_pay(

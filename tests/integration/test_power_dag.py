@@ -138,3 +138,53 @@ def test_second_run_the_same_day_sends_nothing(first_run, layout, simulator):
     second = latest_run_figures(layout.store_db, "power_dunning")
     assert second["planned"] == 0 and second["submitted"] == 0
     assert len(simulator.messages) == before
+
+
+def test_top_ups_and_promises_stop_dunning_with_the_reason(first_run, layout, simulator):
+    rows = ledger(layout)
+    billing = sa.create_engine(f"sqlite:///{layout.billing_db}")
+    with billing.connect() as conn:
+        topped = {a for (a,) in conn.execute(sa.text("SELECT DISTINCT account_no FROM account_topup"))}
+        promised = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT account_no, MAX(promised_on) FROM bill_promise WHERE promised_on >= :d "
+                    "AND recorded_on <= :d GROUP BY account_no"
+                ),
+                {"d": AS_OF.isoformat()},
+            ).all()
+        )
+    billing.dispose()
+    reasons = rows["reason"].fillna("")
+    recharge = rows[reasons.str.startswith("recharge: ")]
+    promise = rows[reasons.str.startswith("promise_to_pay until ")]
+    assert len(recharge) > 0, "the demo data has top-ups after due dates and balance snapshots"
+    assert len(promise) > 0, "the demo data has open promises to pay"
+    assert (recharge["state"] == "SUPPRESSED").all() and (promise["state"] == "SUPPRESSED").all()
+    for ids in recharge["debtor_ids"]:
+        assert set(ids.split(",")) & topped
+    for ids, reason in zip(promise["debtor_ids"], promise["reason"], strict=True):
+        dates = [promised[a] for a in ids.split(",") if a in promised]
+        assert dates and reason == f"promise_to_pay until {max(dates)}"
+    # a number can still get its other purpose (a balance alert vs dunning), never the stopped one
+    received = {(m["destination"], m["text"]) for m in simulator.messages}
+    for _, row in pd.concat([recharge, promise]).iterrows():
+        same = rows[(rows["phone"] == row["phone"]) & (rows["stage"] == row["stage"])]
+        assert (same["state"] == "SUPPRESSED").all()
+        assert (row["phone"], row["message_text"]) not in received
+
+
+def test_holdout_accounts_are_recorded_and_not_dunned(first_run, layout, simulator):
+    from include.dunning.reporting import holdout_group
+
+    rows = ledger(layout)
+    held = rows[rows["reason"] == "holdout"]
+    assert len(held) > 0, "5% of the accounts are held out by default"
+    assert not (held["stage"].isin(["cutoff_notice", "low_balance"])).any()
+    for ids in held["debtor_ids"]:
+        accounts = set(ids.split(","))
+        assert holdout_group(accounts, share=0.05, seed="power_dunning") == accounts
+    sent_sms = {m["destination"] for m in simulator.messages}
+    dunning_sent = rows[(rows["stage"] != "low_balance") & rows["state"].isin(["DELIVERED", "UNDELIVERED"])]
+    assert not set(held["phone"]) & set(dunning_sent["phone"])
+    assert set(dunning_sent[dunning_sent["channel"] == "sms"]["phone"]) <= sent_sms

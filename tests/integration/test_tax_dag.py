@@ -115,3 +115,133 @@ def test_quarantine_names_row_field_and_reason_without_full_phone_numbers(first_
         if field == "mobile_normalized" and value:
             digits = "".join(ch for ch in value if ch.isdigit())
             assert len(digits) < 11, f"full phone number stored in quarantine: {value}"
+
+
+def test_gx_data_docs_beside_the_run_report_without_phone_numbers(first_run):
+    import re
+
+    docs = Path(str(first_run["report_path"])).with_suffix(".data_docs")
+    assert (docs / "index.html").is_file()
+    text = "".join(p.read_text("utf-8") for p in docs.rglob("*.html"))
+    assert "levy_overdue_liabilities" in text and "taxpayer_known" in text
+    assert not re.findall(r"(?<![0-9])1[3-9][0-9]{9}(?![0-9])", text)
+
+
+# -- stop rules, holdout and re-notification on real data -------------------------------------------
+
+
+def ledger_frame(layout, where: str = "1 = 1"):
+    import pandas as pd
+
+    engine = sa.create_engine(f"sqlite:///{layout.store_db}")
+    with engine.connect() as conn:
+        frame = pd.read_sql(
+            sa.text(f"SELECT * FROM contact_ledger WHERE campaign = 'tax_payment' AND {where}"), conn
+        )
+    engine.dispose()
+    return frame
+
+
+def test_open_promises_to_pay_are_suppressed_with_their_date(first_run, layout, simulator):
+    rows = ledger_frame(layout, f"as_of = '{AS_OF.isoformat()}'")
+    promised = rows[rows["reason"].fillna("").str.startswith("promise_to_pay until ")]
+    assert len(promised) > 0, "the demo data has open promises to pay"
+    levy = sa.create_engine(f"sqlite:///{layout.levy_db}")
+    with levy.connect() as conn:
+        open_until = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT taxpayer_id, MAX(promised_on) FROM tax_promise WHERE promised_on >= :d "
+                    "AND recorded_on <= :d GROUP BY taxpayer_id"
+                ),
+                {"d": AS_OF.isoformat()},
+            ).all()
+        )
+    levy.dispose()
+    for _, row in promised.iterrows():
+        ids = row["debtor_ids"].split(",")
+        assert all(t in open_until for t in ids)
+        assert row["reason"] == f"promise_to_pay until {max(open_until[t] for t in ids)}"
+    sent_to = {m["destination"] for m in simulator.messages}
+    assert not set(promised["phone"]) & sent_to
+
+
+def test_holdout_taxpayers_are_recorded_and_never_contacted(first_run, layout, simulator):
+    from include.dunning.reporting import holdout_group
+
+    rows = ledger_frame(layout, f"as_of = '{AS_OF.isoformat()}'")
+    held = rows[rows["reason"] == "holdout"]
+    assert len(held) > 0, "5% of the taxpayers are held out by default"
+    for ids in held["debtor_ids"]:
+        debtors = set(ids.split(","))
+        assert holdout_group(debtors, share=0.05, seed="tax_payment") == debtors
+    assert not set(held["phone"]) & {m["destination"] for m in simulator.messages}
+    # everyone planned is outside the group (or shares a number with someone outside it)
+    planned = rows[rows["state"].isin(["SUBMITTED", "DELIVERED", "UNDELIVERED"])]
+    for ids in planned["debtor_ids"]:
+        debtors = set(ids.split(","))
+        assert holdout_group(debtors, share=0.05, seed="tax_payment") != debtors
+
+
+@pytest.fixture(scope="module")
+def next_week(first_run, layout, simulator):
+    """The run a week later, with two GSM modem emulators for the voice re-notification."""
+    from include.simulators.modem import ModemEmulator
+
+    fast = {"sms_delay": 0.05, "ring_seconds": 0.1, "tts_seconds_per_char": 0.001, "answer_ratio": 0.7}
+    with ModemEmulator("tcp", **fast) as one, ModemEmulator("tcp", **fast) as two:
+        modems = {"gsm_modem_1": one, "gsm_modem_2": two}
+        urls = {conn_id: m.url for conn_id, m in modems.items()}
+        env = airflow_environment(layout, smsc_host="127.0.0.1", smsc_port=simulator.port, modems=urls)
+        setup_airflow(layout, env, layout.logs / "setup-modems.log", modems=len(urls))
+        before = len(simulator.messages)
+        conf = {**REHEARSAL_CONF, "modems": sorted(urls), "ring_timeout_seconds": 5}
+        run_dag("tax_dunning", NEXT_WEEK, env, layout.logs / "run3.log", conf=conf)
+        calls = [c for m in modems.values() for c in m.calls]
+    return {"calls": calls, "sms": simulator.messages[before:]}
+
+
+NEXT_WEEK = date(2026, 11, 30)
+
+
+def test_undelivered_sms_are_followed_by_a_call_the_next_week(next_week, layout):
+    week1 = ledger_frame(layout, f"as_of = '{AS_OF.isoformat()}' AND channel = 'sms'")
+    undelivered = set(week1[week1["state"] == "UNDELIVERED"]["phone"])
+    delivered = set(week1[week1["state"] == "DELIVERED"]["phone"])
+    assert undelivered, "5% of destinations are undeliverable in the simulator"
+    week2 = ledger_frame(layout, f"as_of = '{NEXT_WEEK.isoformat()}'")
+    voice = week2[week2["channel"] == "voice"]
+    called_rows = voice[voice["state"].isin(["DELIVERED", "UNDELIVERED"])]
+    assert len(called_rows) > 0
+    # voice only where the SMS did not arrive; every such number still dunned gets a call
+    assert set(voice["phone"]) <= undelivered
+    sent_sms_week2 = set(week2[(week2["channel"] == "sms") & week2["state"].isin(
+        ["SUBMITTED", "DELIVERED", "UNDELIVERED", "UNKNOWN", "EXPIRED"])]["phone"])  # fmt: skip
+    assert not sent_sms_week2 & undelivered
+    everything1 = ledger_frame(layout, f"as_of = '{AS_OF.isoformat()}'")
+    before = {
+        r.phone: (r.state, r.reason if isinstance(r.reason, str) else "") for r in everything1.itertuples()
+    }
+    for phone in sent_sms_week2 & set(before):
+        state, reason = before[phone]
+        # held in week 1 by something that has ended since: a promise, a deferral, the cap
+        ended = reason == "deferral" or (
+            reason.startswith(("promise_to_pay until ", "frequency_cap"))
+            and reason[-10:] < NEXT_WEEK.isoformat()
+        )
+        assert phone in delivered or state == "UNKNOWN" or (state == "SUPPRESSED" and ended), (state, reason)
+    # a promise that lapsed unpaid during the week: dunning resumed
+    reasons = everything1["reason"].fillna("")
+    lapsed = everything1[
+        reasons.str.startswith("promise_to_pay until ") & (reasons.str[-10:] < NEXT_WEEK.isoformat())
+    ]
+    assert len(lapsed) > 0, "the demo data has promises falling due in the week"
+    resumed = week2[week2["phone"].isin(lapsed["phone"])]
+    assert len(resumed) == len(lapsed)
+    assert not resumed["reason"].fillna("").str.startswith("promise_to_pay").any()
+    assert set(called_rows["gateway"]) == {"modem_pool"}
+    assert (called_rows["attempt"] == 1).all()
+    called = Counter(c.number[-11:] for c in next_week["calls"])
+    assert set(called) == set(called_rows["phone"]) and max(called.values()) == 1
+    # the SMS of week 2 went to the other numbers, one each
+    assert Counter(m["destination"] for m in next_week["sms"]) == Counter(sent_sms_week2)

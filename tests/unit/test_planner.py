@@ -200,3 +200,196 @@ def test_frequency_cap_of_seven_days_across_campaigns(last, state):
     assert row["state"] == state
     if state == "SUPPRESSED":
         assert row["reason"] == "frequency_cap: last contact 2026-04-04"
+
+
+# -- stop rules, holdout, re-notification (ladder-driven) -------------------------------------------
+
+
+def counts(**kw):
+    """One (phone, stage, period) entry of ``DunningStore.contact_history``."""
+    base = {
+        "first_as_of": date(2026, 4, 3),
+        "last_as_of": date(2026, 4, 3),
+        "sms_delivered": 0,
+        "sms_undelivered": 0,
+        "sms_unanswered": 0,
+        "voice_answered": 0,
+        "voice_unanswered": 0,
+        "voice_failed": 0,
+    }
+    return {**base, **kw}
+
+
+def plan_with(records, campaign, as_of=AS_OF, **kw):
+    return list(
+        planner.plan_tax_payment(
+            records, as_of=as_of, run_id="r1", planned_at=datetime(2026, 4, 10, 1), campaign=campaign, **kw
+        )
+    )
+
+
+def test_open_promise_to_pay_suppresses_until_its_date_then_dunning_resumes():
+    rec = {**liability("A", outstanding="100.00", deadline="2026-03-16"), "promised_until": "2026-04-20"}
+    (row,) = plan([rec])
+    assert (row["state"], row["reason"]) == ("SUPPRESSED", "promise_to_pay until 2026-04-20")
+    (row,) = plan([rec], as_of=date(2026, 4, 20))  # the promised day itself: still held
+    assert row["state"] == "SUPPRESSED"
+    (row,) = plan([rec], as_of=date(2026, 4, 21))  # the date passed unpaid
+    assert row["state"] == "PLANNED" and row["debtor_ids"] == "A"
+
+
+def test_a_promise_of_one_taxpayer_leaves_only_that_taxpayer_out_of_a_shared_message():
+    rows = plan(
+        [
+            {**liability("A", outstanding="100.00", deadline="2026-03-16"), "promised_until": "2026-05-01"},
+            liability("B", outstanding="200.00", deadline="2026-03-16"),
+        ]
+    )
+    (row,) = rows
+    assert (row["state"], row["debtor_ids"], row["amount"]) == ("PLANNED", "B", Decimal("200.00"))
+
+
+def test_stage_and_max_attempts_come_from_the_tax_ladder():
+    # payment_overdue: from day 1, a new attempt every 7 days, at most 8 -> the last on days 50..56
+    day56 = liability("A", outstanding="100.00", deadline="2026-02-13")  # 56 days before 2026-04-10
+    day57 = liability("A", outstanding="100.00", deadline="2026-02-12")
+    (row,) = plan([day56])
+    assert (row["state"], row["stage"], row["channel"]) == ("PLANNED", "payment_overdue", "sms")
+    (row,) = plan([day57])
+    assert (row["state"], row["reason"]) == ("SUPPRESSED", "max_attempts: payment_overdue allows 8")
+    # a liability still within the ladder keeps the number dunned, listing both
+    (row,) = plan([day57, liability("A", outstanding="50.00", deadline="2026-03-16")])
+    assert row["state"] == "PLANNED" and row["amount"] == Decimal("150.00")
+
+
+def test_holdout_is_a_stable_seeded_share_of_taxpayers():
+    from include.dunning.reporting import holdout_group
+
+    campaign = TaxPaymentCampaign(holdout_share=0.3)
+    records = [
+        liability(f"T{n:03d}", outstanding="10.00", deadline="2026-03-16", phone=f"138{n:08d}")
+        for n in range(200)
+    ]
+    rows = plan_with(records, campaign)
+    held = {r["debtor_id"] for r in rows if r["reason"] == "holdout"}
+    assert held == holdout_group([f"T{n:03d}" for n in range(200)], share=0.3, seed="tax_payment")
+    assert 30 < len(held) < 90
+    assert {r["state"] for r in rows if r["debtor_id"] not in held} == {"PLANNED"}
+    assert held == {r["debtor_id"] for r in plan_with(records[::-1], campaign) if r["reason"] == "holdout"}
+    assert not [r for r in plan_with(records, TaxPaymentCampaign(holdout_share=0.0)) if r["reason"]]
+
+
+def test_a_shared_number_is_held_out_only_when_every_taxpayer_behind_it_is():
+    from include.dunning.reporting import holdout_group
+
+    campaign = TaxPaymentCampaign(holdout_share=0.3)
+    ids = [f"T{n:03d}" for n in range(50)]
+    held = sorted(holdout_group(ids, share=0.3, seed="tax_payment"))
+    free = sorted(set(ids) - set(held))
+    both = [liability(held[0], outstanding="1.00", deadline="2026-03-16"),
+            liability(free[0], outstanding="1.00", deadline="2026-03-16")]  # fmt: skip
+    (row,) = plan_with(both, campaign)
+    assert row["state"] == "PLANNED"
+    (row,) = plan_with([liability(t, outstanding="1.00", deadline="2026-03-16") for t in held[:2]], campaign)
+    assert (row["state"], row["reason"]) == ("SUPPRESSED", "holdout")
+
+
+def test_undelivered_sms_moves_to_a_voice_call_on_the_next_run():
+    history = {("13800138000", "payment_overdue", "2026-W14"): counts(sms_undelivered=1)}
+    rec = [liability("A", outstanding="10000.00", deadline="2026-03-16")]
+    (row,) = plan_with(rec, TaxPaymentCampaign(voice_gateway="modem_pool"), history=history)
+    assert (row["state"], row["channel"], row["attempt"], row["gateway"]) == (
+        "PLANNED",
+        "voice",
+        1,
+        "modem_pool",
+    )
+    assert row["template"] == "voice/tax/payment_overdue.j2" and "【" not in row["message_text"]
+    assert "滞纳金125.00元" in row["message_text"]
+    # without modems the call is recorded, not dropped
+    (row,) = plan_with(rec, TaxPaymentCampaign(), history=history)
+    assert (row["state"], row["channel"]) == ("SUPPRESSED", "voice")
+    assert row["reason"] == "voice channel not configured: no modems"
+    # the weekly cap still holds across channels
+    (row,) = plan_with(
+        rec, TaxPaymentCampaign(voice_gateway="modem_pool"), history=history,
+        last_contact={"13800138000": datetime(2026, 4, 8, 2)},
+    )  # fmt: skip
+    assert row["reason"] == "frequency_cap: last contact 2026-04-08"
+
+
+def test_voice_after_two_unanswered_sms_and_back_to_sms_when_the_call_cap_is_reached():
+    campaign = TaxPaymentCampaign(voice_gateway="modem_pool")
+    rec = [liability("A", outstanding="100.00", deadline="2026-03-16")]
+    one = {("13800138000", "payment_overdue", "2026-W13"): counts(sms_delivered=1, sms_unanswered=1)}
+    assert plan_with(rec, campaign, history=one)[0]["channel"] == "sms"
+    two = {**one, ("13800138000", "payment_overdue", "2026-W14"): counts(sms_delivered=1, sms_unanswered=1)}
+    (row,) = plan_with(rec, campaign, history=two)
+    assert (row["channel"], row["attempt"]) == ("voice", 1)
+    called = {**two, ("13800138000", "payment_overdue", "2026-W15"): counts(voice_unanswered=2)}
+    (row,) = plan_with(rec, campaign, history=called)
+    assert (row["channel"], row["state"]) == ("sms", "PLANNED")  # 2 calls: the voice cap
+
+
+def test_history_of_an_earlier_episode_does_not_count():
+    # contacts that ended before the liability's deadline belonged to an earlier, settled debt
+    old = {("13800138000", "payment_overdue", "2026-W05"): counts(
+        first_as_of=date(2026, 1, 26), last_as_of=date(2026, 1, 30), sms_undelivered=3)}  # fmt: skip
+    (row,) = plan_with(
+        [liability("A", outstanding="1.00", deadline="2026-03-16")],
+        TaxPaymentCampaign(voice_gateway="modem_pool"),
+        history=old,
+    )
+    assert row["channel"] == "sms"
+
+
+def test_failed_contacts_flag_the_debtors_for_staff_with_what_was_tried():
+    from include.dunning.ladder import load_ladder
+
+    history = {
+        ("13800138000", "payment_overdue", "2026-W13"): counts(sms_undelivered=1),
+        ("13800138000", "payment_overdue", "2026-W14"): counts(voice_unanswered=2, voice_answered=0),
+        ("13900139000", "payment_overdue", "2026-W14"): counts(sms_undelivered=2),
+    }
+    records = [
+        liability("A", outstanding="1.00", deadline="2026-03-16"),
+        liability("B", outstanding="1.00", deadline="2026-03-16"),
+        liability("C", outstanding="1.00", deadline="2026-03-16", phone="13900139000"),
+    ]
+    flags = planner.failed_contact_flags(
+        records, history=history, ladder=load_ladder("tax"), as_of=AS_OF, run_id="r1",
+        campaign="tax_payment", debtor_column="taxpayer_id",
+    )  # fmt: skip
+    assert sorted(f["debtor_id"] for f in flags) == ["A", "B"]  # C: 2 failures, below 3
+    assert flags[0]["reason"] == "failed_contacts"
+    assert flags[0]["detail"].startswith(
+        "3 failed contacts since 2026-04-03: 1 SMS undelivered, 2 calls unanswered"
+    )
+
+
+def test_contact_history_from_a_real_ledger_drives_the_next_channel(tmp_path):
+    from include.dunning.ledger import DunningStore
+
+    store = DunningStore(f"sqlite:///{tmp_path / 'store.db'}")
+    store.create_schema()
+    rec = [
+        liability("A", outstanding="100.00", deadline="2026-03-16"),
+        liability("B", outstanding="100.00", deadline="2026-03-16", phone="13900139000"),
+    ]
+    first = plan_with(rec, TaxPaymentCampaign(), as_of=date(2026, 4, 3))
+    store.upsert_planned(first)
+    with store.engine.begin() as conn:
+        for row, state in zip(first, ("UNDELIVERED", "DELIVERED"), strict=True):
+            conn.exec_driver_sql(
+                "UPDATE contact_ledger SET state = ?, submitted_at = '2026-04-03 02:00:00' WHERE idempotency_key = ?",
+                (state, row["idempotency_key"]),
+            )
+    history = store.contact_history("tax_payment", since=date(2026, 1, 1))
+    assert history[("13800138000", "payment_overdue", "2026-W14")]["sms_undelivered"] == 1
+    assert history[("13900139000", "payment_overdue", "2026-W14")]["sms_unanswered"] == 1
+    rows = plan_with(rec, TaxPaymentCampaign(voice_gateway="modem_pool"), history=history)
+    assert [(r["debtor_id"], r["channel"]) for r in rows] == [("A", "voice"), ("B", "sms")]
+    # a reply after the delivered SMS: it is not unanswered
+    store.record_inbound("smpp_default", "13900139000", None, "已缴")
+    history = store.contact_history("tax_payment", since=date(2026, 1, 1))
+    assert history[("13900139000", "payment_overdue", "2026-W14")]["sms_unanswered"] == 0

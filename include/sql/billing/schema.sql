@@ -52,3 +52,29 @@ CREATE TABLE IF NOT EXISTS payment_demand (
 );
 
 CREATE INDEX IF NOT EXISTS ix_payment_demand_account ON payment_demand (account_no);
+
+-- Promises to pay (承诺缴费) a postpaid customer gave: no dunning until the promised date;
+-- once it has passed with the bills still unpaid, dunning resumes.
+CREATE TABLE IF NOT EXISTS bill_promise (
+    promise_id  INTEGER        NOT NULL PRIMARY KEY,
+    account_no  VARCHAR(13)    NOT NULL,
+    promised_on DATE           NOT NULL,   -- the day the customer promised to pay by
+    amount      NUMERIC(14, 2) NULL,
+    recorded_on DATE           NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS ix_bill_promise_account ON bill_promise (account_no);
+
+-- Top-ups posted to accounts (recharge cards from the recharge-card system, the app, the
+-- counter) and not yet settled against bills or the prepaid balance snapshot. Dunning stops for
+-- what a top-up made on or after a bill's due date (or after the balance snapshot) covers.
+CREATE TABLE IF NOT EXISTS account_topup (
+    topup_id     INTEGER        NOT NULL PRIMARY KEY,
+    account_no   VARCHAR(13)    NOT NULL,
+    amount       NUMERIC(14, 2) NOT NULL,
+    topped_up_at TIMESTAMP      NULL,
+    source       VARCHAR(20)    NOT NULL,   -- card | app | counter
+    serial       VARCHAR(20)    NULL        -- the recharge card's serial (source = card)
+);
+
+CREATE INDEX IF NOT EXISTS ix_account_topup_account ON account_topup (account_no);

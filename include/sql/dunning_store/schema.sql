@@ -41,6 +41,8 @@ CREATE INDEX IF NOT EXISTS ix_ledger_planned_run ON contact_ledger (planned_run_
 CREATE INDEX IF NOT EXISTS ix_ledger_sent_run ON contact_ledger (sent_run_id);
 
 -- One row per submitted part: receipts are matched here by (gateway, normalised message id).
+-- On PostgreSQL, DunningStore.create_schema also sets fillfactor 50 (a receipt's update stays
+-- on its page: a HOT update, no index writes).
 CREATE TABLE IF NOT EXISTS message_part (
     gateway           VARCHAR(40)   NOT NULL,
     message_id        VARCHAR(80)   NOT NULL,
@@ -120,4 +122,26 @@ CREATE TABLE IF NOT EXISTS dunning_run (
     report_path       VARCHAR(500),
     finished_at       TIMESTAMP,
     PRIMARY KEY (dag_id, run_id)
+);
+
+-- Parts sent (or reserved just before sending) per SMS gateway and local day, against the
+-- gateway's daily quota (its connection's ``daily_quota`` extra, copied here for the monitor).
+-- Send tasks reserve a chunk's parts with one conditional UPDATE before submitting it, so
+-- concurrent tasks never exceed the quota; parts of rejected messages are given back.
+CREATE TABLE IF NOT EXISTS gateway_usage (
+    gateway           VARCHAR(40)   NOT NULL,
+    usage_day         DATE          NOT NULL,
+    used              INTEGER       NOT NULL DEFAULT 0,
+    daily_quota       INTEGER,
+    updated_at        TIMESTAMP,
+    PRIMARY KEY (gateway, usage_day)
+);
+
+-- Prepaid gateways: parts still paid for. A gateway with a row here sends only while its
+-- balance covers the chunk (reserved in the same transaction as the daily quota); top-ups add
+-- to it (DunningStore.add_gateway_balance). No row: the gateway is not prepaid.
+CREATE TABLE IF NOT EXISTS gateway_balance (
+    gateway           VARCHAR(40)   NOT NULL PRIMARY KEY,
+    balance           INTEGER       NOT NULL,
+    updated_at        TIMESTAMP
 );

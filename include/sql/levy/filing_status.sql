@@ -2,12 +2,15 @@
 -- the taxpayer's primary mobile: the planner reminds those not yet filed 5 and 2 working days
 -- before an upcoming deadline, and flags taxpayers with 3 consecutive months unfiled (非正常户).
 -- A return filed after the as-of date counts as not filed yet.
+-- taxpayer_ref: the taxpayer's key as found by the LEFT JOIN, NULL for an orphan obligation
+-- (validation quarantines it: referential integrity).
 -- Bind parameters: as_of, window_start and window_end (dates), with a colon in the query below.
 SELECT
     o.obligation_id,
     o.taxpayer_id,
     t.name                                   AS taxpayer_name,
     t.status                                 AS taxpayer_status,
+    t.taxpayer_id                            AS taxpayer_ref,
     o.tax_type,
     o.period,
     o.deadline,
@@ -15,7 +18,7 @@ SELECT
     c.mobile,
     c.role                                   AS contact_role
 FROM filing_obligation o
-JOIN taxpayer t
+LEFT JOIN taxpayer t
     ON t.taxpayer_id = o.taxpayer_id
 LEFT JOIN (
     SELECT taxpayer_id, MIN(contact_id) AS contact_id

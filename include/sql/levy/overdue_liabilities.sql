@@ -7,6 +7,10 @@
 -- Balances are rounded to the fen: SQLite computes NUMERIC in floating point, and a fully paid
 -- liability must come out as exactly 0, not 1e-13.
 -- A taxpayer's primary contact is the lowest contact_id marked primary (sources hold duplicates).
+-- promised_until: the latest open promise to pay (promised date on or after the as-of date,
+-- recorded by then); the planner holds the taxpayer's reminders until that date.
+-- taxpayer_ref: the taxpayer's key as found by the LEFT JOIN, NULL for an orphan liability
+-- (validation quarantines it: referential integrity) instead of losing it in an inner join.
 -- Bind parameter: as_of (the run as-of date), written with a colon in the query below.
 SELECT
     l.liability_id,
@@ -14,6 +18,7 @@ SELECT
     t.name                                   AS taxpayer_name,
     t.taxpayer_type,
     t.status                                 AS taxpayer_status,
+    t.taxpayer_id                            AS taxpayer_ref,
     l.tax_type,
     l.period,
     l.principal,
@@ -22,10 +27,11 @@ SELECT
     COALESCE(d.new_deadline, l.deadline)     AS deadline,
     l.deadline                               AS original_deadline,
     CASE WHEN d.new_deadline >= :as_of THEN d.new_deadline END AS deferred_until,
+    pp.promised_on                           AS promised_until,
     c.mobile,
     c.role                                   AS contact_role
 FROM tax_liability l
-JOIN taxpayer t
+LEFT JOIN taxpayer t
     ON t.taxpayer_id = l.taxpayer_id
 LEFT JOIN (
     SELECT liability_id, SUM(amount) AS paid
@@ -39,6 +45,13 @@ LEFT JOIN (
     WHERE approved = 1
     GROUP BY liability_id
 ) d ON d.liability_id = l.liability_id
+LEFT JOIN (
+    SELECT taxpayer_id, MAX(promised_on) AS promised_on
+    FROM tax_promise
+    WHERE recorded_on <= :as_of
+      AND promised_on >= :as_of
+    GROUP BY taxpayer_id
+) pp ON pp.taxpayer_id = l.taxpayer_id
 LEFT JOIN (
     SELECT taxpayer_id, MIN(contact_id) AS contact_id
     FROM taxpayer_contact

@@ -72,3 +72,15 @@ CREATE TABLE IF NOT EXISTS deferral (
 );
 
 CREATE INDEX IF NOT EXISTS ix_deferral_liability ON deferral (liability_id);
+
+-- Promises to pay (承诺缴款) a taxpayer gave staff or the 12366 line: no reminder until the
+-- promised date; once it has passed with the tax still unpaid, dunning resumes.
+CREATE TABLE IF NOT EXISTS tax_promise (
+    promise_id  INTEGER        NOT NULL PRIMARY KEY,
+    taxpayer_id VARCHAR(20)    NOT NULL,
+    promised_on DATE           NOT NULL,   -- the day the taxpayer promised to pay by
+    amount      NUMERIC(14, 2) NULL,
+    recorded_on DATE           NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS ix_tax_promise_taxpayer ON tax_promise (taxpayer_id);
