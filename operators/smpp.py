@@ -30,6 +30,9 @@ class SmppSendOperator(BaseOperator):
     :param store_conn_id: Airflow connection of the dunning store
     :param claim_size: rows claimed per statement, ahead of the bind; defaults to ten windows
         (at least 1,000)
+    :param max_in_doubt: most sent rows with no recorded answer at any time, i.e. the most
+        duplicates a killed worker can leave; default one window. Two windows let sending run
+        on through a slow ledger commit (faster, at the price of more possible duplicates).
     :param sending_window: local (Asia/Shanghai) hours SMS may go out, e.g. ("08:00", "20:00")
     :param respect_sending_window: outside the window send nothing and leave the rows PLANNED
         for the next run; false only to rehearse on a simulator (templated)
@@ -49,6 +52,7 @@ class SmppSendOperator(BaseOperator):
         smpp_conn_id: str = "smpp_default",
         store_conn_id: str = DEFAULT_STORE_CONN_ID,
         claim_size: int | None = None,
+        max_in_doubt: int | None = None,
         sending_window: tuple[str, str] = ("08:00", "20:00"),
         respect_sending_window: bool | str = True,
         gateways: Sequence[str] | None = None,
@@ -62,6 +66,7 @@ class SmppSendOperator(BaseOperator):
         self.smpp_conn_id = smpp_conn_id
         self.store_conn_id = store_conn_id
         self.claim_size = claim_size
+        self.max_in_doubt = max_in_doubt
         self._hook: SmppHook | None = None
 
     def execute(self, context: Any) -> dict[str, int]:
@@ -226,8 +231,8 @@ class SmppSendOperator(BaseOperator):
 
         Rows are claimed ahead of the bind in chunks of ``claim_size`` and the SMSC's answers
         recorded behind it, on two ledger threads (``operators/smpp_pipeline.py``); at most
-        two windows of sent rows are unrecorded at any time, which bounds the duplicates a
-        killed worker can leave. ``prepare`` runs before each chunk is claimed (quota) and
+        ``max_in_doubt`` (default one window) sent rows are unrecorded at any time, which bounds
+        the duplicates a killed worker can leave. ``prepare`` runs before each chunk is claimed (quota) and
         ``recorded`` after each group of answers is recorded.
         """
         from operators.smpp_pipeline import send_rows
@@ -239,6 +244,7 @@ class SmppSendOperator(BaseOperator):
             gateway=gateway,
             run_id=run_id,
             claim_size=self.claim_size,
+            max_in_doubt=self.max_in_doubt,
             counts=counts,
             prepare=prepare,
             recorded=recorded,

@@ -8,7 +8,9 @@ the wire. What a SIGKILL can leave is bounded:
 - rows claimed and never sent: CLAIMED with no response; the retry sends them (once);
 - rows sent with no recorded response: at most ``max_in_doubt`` (the bind holds the next
   message back while that many are unrecorded); the retry resends them, so these are the only
-  possible duplicates. The default is two windows: one on the wire, one being recorded.
+  possible duplicates. The default is one window, the bound the send task promises; a larger
+  bound (e.g. two windows: one on the wire, one being recorded) lets sending run on while a
+  slow commit finishes, at the price of more possible duplicates after a kill.
 """
 
 from __future__ import annotations
@@ -246,7 +248,7 @@ def send_rows(
     recorded answer.
 
     :param claim_size: rows per claim statement (default: 10 windows, at least 1,000)
-    :param max_in_doubt: most sent rows with no recorded answer (default: two windows)
+    :param max_in_doubt: most sent rows with no recorded answer (default: one window)
     :param prepare: see :class:`LedgerPipeline` (e.g. reserve the chunk on the gateway's quota)
     :param recorded: see :class:`LedgerPipeline` (e.g. give rejected parts back to the quota)
     :return: how many leading rows were taken on (all, unless ``prepare`` stopped the batch)
@@ -260,7 +262,7 @@ def send_rows(
         run_id=run_id,
         rows=rows,
         claim_size=claim_size or max(1000, 10 * window),
-        max_in_doubt=max_in_doubt or 2 * window,
+        max_in_doubt=max_in_doubt or window,
         record_group=max(1, window // 2),
         prepare=prepare,
         recorded=recorded,

@@ -6,7 +6,7 @@ killed with SIGKILL while a window of submit_sm waits for its responses (the sim
 them for ``LATENCY`` seconds), then a new process runs the same batch again, as Airflow's
 retry would. The send path claims rows ahead of the bind and records answers behind it
 (operators/smpp_pipeline.py): rows claimed and never sent are resent once, not twice; rows
-sent with no recorded answer (at most two windows: one on the wire, one being recorded) are
+sent with no recorded answer (at most one window, the default ``max_in_doubt``) are
 the only possible duplicates.
 """
 
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 AS_OF = date(2026, 11, 23)
 ROWS = 2000
 WINDOW = 50
-MAX_IN_DOUBT = 2 * WINDOW  # send_rows' default bound on sent rows with no recorded answer
+MAX_IN_DOUBT = WINDOW  # send_rows' default bound on sent rows with no recorded answer
 LATENCY = 0.1
 KILL_AFTER = 300
 

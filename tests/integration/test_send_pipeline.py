@@ -142,9 +142,9 @@ def test_dropped_connection_mid_pipeline_leaves_answered_rows_recorded(
             ids = before[phone][1]
             assert ids is not None
             assert ids.split(",") == [normalize_message_id(i) for i in taken[phone]]
-        # Sent with no recorded answer: in doubt, and no more than the bound (two windows).
+        # Sent with no recorded answer: in doubt, and no more than the default bound (one window).
         sent_in_doubt = in_doubt & sent
-        assert 1 <= len(sent_in_doubt) <= 2 * window
+        assert 1 <= len(sent_in_doubt) <= window
         assert sent == submitted | sent_in_doubt
         # Claimed ahead but never sent: in doubt too, resent once by the retry.
         assert in_doubt - sent
