@@ -9,6 +9,7 @@ in the store before the chunk is claimed.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
@@ -94,6 +95,7 @@ class GatewayFailover:
         self.exhausted: list[str] = []
         self._ensured: set[str] = set()
         self._given_back = 0  # parts released on the current gateway since its quota ran out
+        self._lock = threading.Lock()  # release() runs on the pipeline's recorder threads
 
     def bind_next(self, logger: Any = log) -> tuple[SmppHook, str] | None:
         """Bind the next gateway of the order that answers; None when none is left.
@@ -162,7 +164,8 @@ class GatewayFailover:
         """Give back the parts of messages the bound gateway rejected."""
         if self.current is not None and parts > 0:
             self.store.release_gateway_parts(self.current, self.day, parts)
-            self._given_back += parts
+            with self._lock:
+                self._given_back += parts
 
 
 __all__ = ["GatewayFailover", "batch_route", "connection_extras", "local_day", "routing_table"]

@@ -386,6 +386,14 @@ def _scrub(text: str, secrets: list[str]) -> str:
     return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)  # any URL with a password
 
 
+def _mask_digit_runs(text: str) -> str:
+    """Mask quoted values and runs of 7+ digits (a phone or id in Arrow's message) as the logs do."""
+    from include.dunning.phones import mask
+
+    text = re.sub(r"'([^']*)'", lambda m: f"'{mask(m.group(1))}'", text)
+    return re.sub(r"(?<![*\d])\d{7,}", lambda m: mask(m.group()), text)
+
+
 def _secrets(engine: sa.Engine) -> list[str]:
     from urllib.parse import quote
 
@@ -1201,7 +1209,8 @@ def extract_to_parquet(
             raise _explain(exc, sql, engine, label) from None
         if isinstance(exc, pa.ArrowInvalid):
             raise ExtractionError(
-                f"{label}: a value does not fit its column type: {_scrub(str(exc), _secrets(engine))}",
+                f"{label}: a value does not fit its column type: "
+                f"{_mask_digit_runs(_scrub(str(exc), _secrets(engine)))}",
                 permanent=True,
             ) from None
         if path == "arrow" and isinstance(exc, RuntimeError | OSError):

@@ -13,6 +13,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,6 +26,8 @@ from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
 
 VARIABLE_NAME = "dunning_monitor"
 ENV_GATEWAYS = "DUNNING_MONITOR_GATEWAYS"
@@ -218,7 +221,8 @@ def ledger_figures(
                         ),
                         {"day": usage_day},
                     ).all()
-            except sa.exc.DBAPIError:  # a store created before the table: no quota figures
+            except sa.exc.DBAPIError as exc:  # e.g. a store created before the table: no quota figures
+                log.warning("gateway quota figures unavailable: %s", type(exc.orig or exc).__name__)
                 usage = []
             for gateway, used, quota in usage:
                 per_gateway.setdefault(gateway, {}).update(

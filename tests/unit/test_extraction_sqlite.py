@@ -176,3 +176,24 @@ def test_scrub_hides_passwords_in_any_url() -> None:
 def test_writer_error_is_raised_not_hung(engine: sa.Engine, tmp_path: Path) -> None:
     with pytest.raises((OSError, ex.ExtractionError)):
         ex.extract_to_parquet(engine, "SELECT * FROM account", {}, tmp_path / "missing" / "dir" / "x.parquet")
+
+
+def test_a_value_that_does_not_fit_is_named_without_the_full_phone(tmp_path: Path) -> None:
+    """Arrow quotes the offending value; a phone number in it is masked like every log line."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'phones.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE c (id INTEGER PRIMARY KEY, mobile TEXT)")
+        conn.exec_driver_sql("INSERT INTO c (id, mobile) VALUES (1, '13800138000'), (2, '+86 139-0013-9000')")
+    with pytest.raises(ex.ExtractionError) as caught:
+        ex.extract_to_parquet(
+            engine,
+            "SELECT id, mobile FROM c ORDER BY id",
+            {},
+            tmp_path / "out.parquet",
+            dtypes={"mobile": "int64"},
+        )
+    engine.dispose()
+    message = str(caught.value)
+    assert "mobile" in message or "fit" in message
+    assert "13800138000" not in message and "0013-9000" not in message and "00139000" not in message
+    assert not (tmp_path / "out.parquet").exists()
