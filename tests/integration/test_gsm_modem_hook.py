@@ -295,6 +295,10 @@ def test_on_kill_hangs_up_and_releases(modem: ModemEmulator) -> None:
         time.sleep(0.02)
     hook.on_kill()
     thread.join(10)
+    # The emulator reads the ATH from its side of the port on its own thread: wait for it.
+    deadline = time.monotonic() + 5
+    while modem.calls[-1].outcome is None and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert modem.calls[-1].outcome == "hung_up"
     with GsmModemHook(CONN_ID) as again:  # the lock was released
         assert again.send_sms("13812348000", "after kill", key="k")
