@@ -1288,26 +1288,30 @@ def read_watermark(store: sa.Engine, source: str, dataset: str) -> str | None:
         ).scalar()
 
 
+def _write_watermark(conn: sa.Connection, values: dict[str, Any]) -> None:
+    """Insert or update one data set's watermark row inside the caller's transaction."""
+    updated = conn.execute(
+        sa.text(
+            "UPDATE extract_watermark SET watermark = :w, updated_at = :at WHERE source = :s AND dataset = :d"
+        ),
+        values,
+    ).rowcount
+    if not updated:
+        conn.execute(
+            sa.text(
+                "INSERT INTO extract_watermark (source, dataset, watermark, updated_at) "
+                "VALUES (:s, :d, :w, :at)"
+            ),
+            values,
+        )
+
+
 def save_watermark(store: sa.Engine, source: str, dataset: str, watermark: str, *, at: datetime) -> None:
     """Store the watermark of a source's data set (insert or update, one transaction)."""
     _ensure_watermark_table(store)
     values = {"s": source, "d": dataset, "w": watermark, "at": at}
     with store.begin() as conn:
-        updated = conn.execute(
-            sa.text(
-                "UPDATE extract_watermark SET watermark = :w, updated_at = :at "
-                "WHERE source = :s AND dataset = :d"
-            ),
-            values,
-        ).rowcount
-        if not updated:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO extract_watermark (source, dataset, watermark, updated_at) "
-                    "VALUES (:s, :d, :w, :at)"
-                ),
-                values,
-            )
+        _write_watermark(conn, values)
 
 
 def read_watermark_state(store: sa.Engine, source: str, dataset: str) -> WatermarkState:
@@ -1339,21 +1343,7 @@ def save_watermark_state(
     _ensure_watermark_table(store)
     values = {"s": source, "d": dataset, "w": watermark, "at": at}
     with store.begin() as conn:
-        updated = conn.execute(
-            sa.text(
-                "UPDATE extract_watermark SET watermark = :w, updated_at = :at "
-                "WHERE source = :s AND dataset = :d"
-            ),
-            values,
-        ).rowcount
-        if not updated:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO extract_watermark (source, dataset, watermark, updated_at) "
-                    "VALUES (:s, :d, :w, :at)"
-                ),
-                values,
-            )
+        _write_watermark(conn, values)
         conn.execute(
             sa.text("DELETE FROM extract_watermark_seen WHERE source = :s AND dataset = :d"),
             {"s": source, "d": dataset},
