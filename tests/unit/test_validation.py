@@ -437,3 +437,124 @@ def test_data_docs_name_the_suite_and_never_show_a_phone(tmp_path, suite):
     assert by_column["mobile_normalized"].result["unexpected_count"] == 2
     assert by_column["mobile_normalized"].result["element_count"] == 32
     assert merged.success is False
+
+
+# --------------------------------------------------------------------------------------
+# Fast paths of the streamed run checked against the plain ones
+# --------------------------------------------------------------------------------------
+
+
+def test_suite_check_skips_the_batch_fingerprint_and_keeps_the_verdicts(monkeypatch, suite):
+    from great_expectations.execution_engine import pandas_execution_engine as engine
+
+    from include.dunning.validation import SuiteRunner
+
+    df = prepare_levy_overdue(
+        frame([{}, {"mobile": "12345"}, {"outstanding": -1.0}, {"taxpayer_ref": None}, {}]), AS_OF
+    )
+    runner = SuiteRunner(suite, key_column="liability_id")
+    # The reference: GX's own batch API, fingerprint included.
+    batch = runner.batch_definition.get_batch(batch_parameters={"dataframe": df[runner.columns]})
+    assert "pandas_data_fingerprint" in batch.batch_markers
+    result = batch.validate(runner.suite, result_format="COMPLETE")
+    reference = [
+        (
+            r.expectation_config.type,
+            r.expectation_config.kwargs.get("column"),
+            r.result["unexpected_index_list"],
+        )
+        for r in result.results
+        if r.result.get("unexpected_index_list")
+    ]
+    threshold = engine.HASH_THRESHOLD
+    assert threshold > 0  # the knob GX reads: if it were renamed the skip would silently stop
+
+    def no_fingerprint(frame):
+        raise AssertionError("the batch fingerprint was computed")
+
+    monkeypatch.setattr(engine, "hash_pandas_dataframe", no_fingerprint)
+    failures = runner.check(df[runner.columns])
+    assert engine.HASH_THRESHOLD == threshold  # restored
+    assert [(f.expectation, f.column, f.positions) for f in failures] == reference
+    assert {f.column for f in failures} == {"mobile_normalized", "outstanding_yuan", "taxpayer_known"}
+
+
+def test_char_matrix_reads_the_array_buffer_also_of_a_slice():
+    import pyarrow as pa
+
+    from include.dunning.validation import _char_matrix
+
+    strings = pa.array(["AB", "CD", "EF", "GH"]).slice(1, 2)
+    assert _char_matrix(strings, 2).tobytes() == b"CDEF"
+    assert _char_matrix(strings.slice(0, 0), 2).shape == (0, 2)
+    with pytest.raises(ValueError, match="3 bytes"):
+        _char_matrix(strings, 3)
+
+
+def test_count_distinct_matches_arrow():
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from include.dunning.validation import _count_distinct
+
+    for chunks in ([["a", "b", None], ["b", "c"]], [["a", "a"]], [[None]], [[]]):
+        column = pa.chunked_array(chunks, pa.string())
+        assert _count_distinct(column) == pc.count_distinct(column).as_py()
+
+
+def test_streamed_validation_does_not_depend_on_the_chunk_size(tmp_path, suite):
+    rows = [{} for _ in range(40)]
+    rows[3] = {"mobile": "12345"}
+    rows[17] = {"deadline": None}
+    rows[18] = {"taxpayer_name": ""}
+    rows[31] = {"taxpayer_id": "91350100I000100Y4"}
+    results = []
+    for chunk_rows in (7, 40):
+        folder = tmp_path / str(chunk_rows)
+        folder.mkdir()
+        outcome, calls, valid = stream(folder, rows, suite, chunk_rows=chunk_rows)
+        rejected = sorted(repr(sorted(r.items())) for batch in calls for r in batch)
+        results.append((outcome.good_rows, outcome.bad_rows, outcome.reviews, rejected, valid.to_pylist()))
+    assert results[0] == results[1]
+    assert results[0][1] == 4
+
+
+def test_a_failing_chunk_stops_the_stream_with_its_error(tmp_path, suite):
+    from include.dunning.validation import derive_levy_overdue, validate_parquet
+
+    write_extract(tmp_path / "x.parquet", [{} for _ in range(20)])
+    seen = []
+
+    def derive(table, as_of):
+        seen.append(table.num_rows)
+        if len(seen) == 3:
+            raise RuntimeError("row 11: bad input")
+        return derive_levy_overdue(table, as_of)
+
+    rejected = []
+    with pytest.raises(RuntimeError, match="row 11"):
+        validate_parquet(
+            tmp_path / "x.parquet",
+            suite,
+            as_of=AS_OF,
+            key_column="liability_id",
+            debtor_column="taxpayer_id",
+            good_sink=tmp_path / "v.parquet",
+            on_rejected=rejected.append,
+            derive=derive,
+            chunk_rows=5,
+        )
+    assert seen == [5, 5, 5]  # nothing read past the failing chunk
+
+
+def test_cached_mobile_reasons_match_phones():
+    from include.dunning import phones
+    from include.dunning.validation import _reason
+
+    mobiles, _ = generated(500, seed=11)
+    values = [*EDGE_MOBILES, *mobiles, *mobiles, 13800138000, 1, True, ["13800138000"]]
+    for value in values:
+        expected = (f"mobile {phones.mobile_problem(value) or 'invalid'}", phones.mask(str(value or "")))
+        assert (
+            _reason("expect_column_values_to_not_be_null", "mobile_normalized", {"mobile": value}) == expected
+        )
