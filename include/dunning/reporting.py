@@ -3,9 +3,10 @@
 ``load_reporting`` turns one run's ledger rows into ``report_contact`` (one row per contact, the
 outcome from :mod:`include.dunning.outcomes`, the phone reduced to its first 3 digits),
 ``report_summary`` (per stage / channel / gateway / prefix / template) and ``report_recovery``
-(holdout against contacted: who paid within 3 / 7 / 30 days). Set-based SQL on every engine;
-idempotent per run (delete + insert in one transaction), so it can be re-run as receipts and
-payments arrive.
+(holdout against contacted: who paid within 3 / 7 / 30 days). The run's ledger rows are read
+once, with the receipt detail of their parts, into a temporary staging table; the three tables
+are filled from it by set-based SQL on every engine. Idempotent per run (delete + insert in one
+transaction), so it can be re-run as receipts and payments arrive.
 
 The holdout: ``holdout_group`` picks a stable, seeded share of debtors. A DAG keeps them from
 being contacted by planning their rows as ``SUPPRESSED`` with reason ``holdout`` (so the ledger
@@ -49,12 +50,30 @@ RECOVERY_WINDOWS = (3, 7, 30)
 # A ledger row belongs to the run that sent it, or (never sent) to the run that planned it.
 _RUN_ROWS = "(c.sent_run_id = :run_id OR (c.sent_run_id IS NULL AND c.planned_run_id = :run_id))"
 
-# What decides a row's outcome, besides channel and state (the columns of the outcome key).
-_K_REASON = "CASE WHEN c.state IN ('SUPPRESSED', 'UNDELIVERED') THEN COALESCE(c.reason, '') ELSE '' END"
-_K_CODE = "CASE WHEN c.state = 'FAILED' THEN COALESCE(c.error_code, '') ELSE '' END"
-_K_STAT = "CASE WHEN c.state = 'UNDELIVERED' THEN COALESCE(pa.bad_stat, pa.any_stat, '') ELSE '' END"
-_K_ERR = "CASE WHEN c.state = 'UNDELIVERED' THEN COALESCE(pa.bad_err, pa.any_err, '') ELSE '' END"
+# Temporary tables of the loading connection (dropped at the end of each load).
+_STAGE_TABLE = "report_stage_tmp"  # the run's rows, as report_contact will hold them
+_CODEBTOR_TABLE = "report_codebtor_tmp"  # every debtor named by a shared-number message
+_DEBTOR_TABLE = "report_debtor_tmp"  # recovery: one row per stage, cohort and debtor
+_PAID_TABLE = "report_paid_tmp"  # recovery: who paid, per stage and cohort
+_PAYMENTS_TABLE = "report_payment_tmp"  # the payments given to the load
+
+_SENT_SQL = ", ".join(f"'{s}'" for s in SENT_STATES)
+
+# What decides a row's outcome, besides channel and state (the columns of the outcome key), on
+# the staging table's columns (``stat`` / ``err``: those of the row's worst part).
+_K_REASON = "CASE WHEN s.state IN ('SUPPRESSED', 'UNDELIVERED') THEN COALESCE(s.reason, '') ELSE '' END"
+_K_CODE = "CASE WHEN s.state = 'FAILED' THEN COALESCE(s.error_code, '') ELSE '' END"
+_K_STAT = "CASE WHEN s.state = 'UNDELIVERED' THEN COALESCE(s.stat, '') ELSE '' END"
+_K_ERR = "CASE WHEN s.state = 'UNDELIVERED' THEN COALESCE(s.err, '') ELSE '' END"
 _KEY_SEP = "|"
+
+# The report_contact columns the staging table holds as they are (all but dag_id, run_id, outcome).
+_CONTACT_COLUMNS = (
+    "idempotency_key", "campaign", "period", "as_of", "debtor_id", "stage", "channel", "attempt",
+    "gateway", "prefix", "template", "state", "reason", "error_code", "stat", "err", "parts", "amount",
+    "answer_seconds", "opted_out", "flagged", "holdout", "planned_at", "submitted_at", "receipt_at",
+    "final_at",
+)  # fmt: skip
 
 
 def _outcome_key(channel: str, state: str, reason: str, code: str, stat: str, err: str) -> str:
@@ -63,44 +82,59 @@ def _outcome_key(channel: str, state: str, reason: str, code: str, stat: str, er
 
 
 def _outcome_key_sql(dialect: str) -> str:
-    parts = ["c.channel", "c.state", _K_REASON, _K_CODE, _K_STAT, _K_ERR]
+    parts = ["s.channel", "s.state", _K_REASON, _K_CODE, _K_STAT, _K_ERR]
     if dialect == "mysql":
         return f"CONCAT_WS('{_KEY_SEP}', {', '.join(parts)})"
     return f" || '{_KEY_SEP}' || ".join(f"({p})" for p in parts)
 
 
-def _source_sql(dialect: str) -> str:
-    """Return the run's rows with the receipt detail of their worst part (an undelivered one when
-    there is one), opt-out after the send, the debtor's failed contacts and the outcome key."""
+def _stage_sql(dialect: str) -> str:
+    """Return the SELECT of the staging table: the run's rows with the receipt detail of their
+    worst part (an undelivered one when there is one), opt-out after the send, whether the debtor
+    has reached the failed-contacts threshold (``:flag_after``), the outcome key, and the debtor
+    list of a shared-number message (``co_debtors``, NULL for a single debtor)."""
     failed = ", ".join(f"'{s}'" for s in outcomes.FAILED_CONTACT_STATES)
+    answered = _answer_seconds_sql(dialect, "s.reason")
+    # Only debtors at the threshold matter (``flagged``), so the failed contacts of the whole
+    # ledger are counted per debtor and only those at the threshold are joined: a small hash
+    # table, where a join of every run debtor would build one the size of the run.
     return f"""
-SELECT c.idempotency_key, c.campaign, c.period, c.as_of, c.debtor_id, c.stage, c.channel, c.attempt,
-       c.gateway, c.phone, c.template, c.state, c.reason, c.error_code, c.parts, c.amount,
-       c.planned_at, c.submitted_at, c.final_at,
-       COALESCE(pa.bad_stat, pa.any_stat) AS stat, COALESCE(pa.bad_err, pa.any_err) AS err,
-       pa.receipt_at,
-       {_outcome_key_sql(dialect)} AS okey,
-       CASE WHEN o.phone IS NOT NULL AND c.submitted_at IS NOT NULL AND o.created_at >= c.submitted_at
-            THEN 1 ELSE 0 END AS opted_out,
-       COALESCE(f.failed, 0) AS failed
-FROM contact_ledger c
-LEFT JOIN (
-    SELECT p.idempotency_key,
-           MAX(CASE WHEN p.state <> 'DELIVERED' THEN p.stat END) AS bad_stat,
-           MAX(CASE WHEN p.state <> 'DELIVERED' THEN p.err END) AS bad_err,
-           MAX(p.stat) AS any_stat, MAX(p.err) AS any_err, MAX(p.receipt_at) AS receipt_at
-    FROM message_part p
-    WHERE p.idempotency_key IN (SELECT c.idempotency_key FROM contact_ledger c WHERE {_RUN_ROWS})
-    GROUP BY p.idempotency_key
-) pa ON pa.idempotency_key = c.idempotency_key
-LEFT JOIN opt_out o ON o.phone = c.phone
-LEFT JOIN (
-    SELECT c.debtor_id, COUNT(*) AS failed FROM contact_ledger c
-    WHERE c.state IN ({failed})
-      AND c.debtor_id IN (SELECT c.debtor_id FROM contact_ledger c WHERE {_RUN_ROWS})
-    GROUP BY c.debtor_id
-) f ON f.debtor_id = c.debtor_id
-WHERE {_RUN_ROWS}
+SELECT s.idempotency_key, s.campaign, s.period, s.as_of, s.debtor_id, s.stage, s.channel, s.attempt,
+    s.gateway, s.prefix, s.template, s.state, s.reason, s.error_code, s.stat, s.err, s.parts, s.amount,
+    CASE WHEN s.channel = 'voice' AND s.state = '{DELIVERED}' THEN {answered} END AS answer_seconds,
+    s.opted_out, s.flagged,
+    CASE WHEN s.state = 'SUPPRESSED' AND s.reason = '{HOLDOUT_REASON}' THEN 1 ELSE 0 END AS holdout,
+    s.planned_at, s.submitted_at, s.receipt_at, s.final_at, s.co_debtors,
+    {_outcome_key_sql(dialect)} AS okey
+FROM (
+    SELECT c.idempotency_key, c.campaign, c.period, c.as_of, c.debtor_id, c.stage, c.channel, c.attempt,
+        c.gateway, SUBSTR(c.phone, 1, 3) AS prefix, c.template, c.state, c.reason, c.error_code,
+        COALESCE(pa.bad_stat, pa.any_stat) AS stat, COALESCE(pa.bad_err, pa.any_err) AS err, c.parts,
+        c.amount,
+        CASE WHEN o.phone IS NOT NULL AND c.submitted_at IS NOT NULL AND o.created_at >= c.submitted_at
+             THEN 1 ELSE 0 END AS opted_out,
+        CASE WHEN COALESCE(f.failed, 0) >= :flag_after THEN 1 ELSE 0 END AS flagged,
+        c.planned_at, c.submitted_at, pa.receipt_at, c.final_at,
+        CASE WHEN c.debtor_ids LIKE '%,%' THEN c.debtor_ids END AS co_debtors
+    FROM contact_ledger c
+    LEFT JOIN (
+        SELECT p.idempotency_key,
+               MAX(CASE WHEN p.state <> 'DELIVERED' THEN p.stat END) AS bad_stat,
+               MAX(CASE WHEN p.state <> 'DELIVERED' THEN p.err END) AS bad_err,
+               MAX(p.stat) AS any_stat, MAX(p.err) AS any_err, MAX(p.receipt_at) AS receipt_at
+        FROM message_part p
+        WHERE p.idempotency_key IN (SELECT c.idempotency_key FROM contact_ledger c WHERE {_RUN_ROWS})
+        GROUP BY p.idempotency_key
+    ) pa ON pa.idempotency_key = c.idempotency_key
+    LEFT JOIN opt_out o ON o.phone = c.phone
+    LEFT JOIN (
+        SELECT c.debtor_id, COUNT(*) AS failed FROM contact_ledger c
+        WHERE c.state IN ({failed})
+        GROUP BY c.debtor_id
+        HAVING COUNT(*) >= :flag_after
+    ) f ON f.debtor_id = c.debtor_id
+    WHERE {_RUN_ROWS}
+) s
 """  # noqa: S608 - constants only
 
 
@@ -110,6 +144,57 @@ def create_reporting_schema(store: DunningStore) -> None:
     with store.engine.begin() as conn:
         for statement in split_sql(ddl):
             conn.exec_driver_sql(statement)
+        _migrate_indexes(store.dialect, conn)
+
+
+# Indexes earlier versions of reporting.sql created, dropped where they still exist.
+_RETIRED_INDEXES = (("report_contact", "ix_report_contact_debtor"),)
+_RUN_INDEX = "ix_report_contact_run"
+
+
+def _migrate_indexes(dialect: str, conn: sa.Connection) -> None:
+    """Drop the retired indexes, and give report_contact its per-run index unless it has the old
+    primary key (whose prefix serves the same reads). Looked up first: no DDL when in place."""
+    inspector = sa.inspect(conn)
+    names = {ix["name"] for ix in inspector.get_indexes("report_contact")}
+    for table, index in _RETIRED_INDEXES:
+        if index in names:
+            conn.exec_driver_sql(
+                f"DROP INDEX {index} ON {table}" if dialect == "mysql" else f"DROP INDEX {index}"
+            )
+    if _RUN_INDEX not in names and not inspector.get_pk_constraint("report_contact")["constrained_columns"]:
+        conn.exec_driver_sql(f"CREATE INDEX {_RUN_INDEX} ON report_contact (dag_id, run_id)")
+
+
+def _lock_run(dialect: str, conn: sa.Connection, run: Mapping[str, str]) -> str | None:
+    """Take this run's load lock for the transaction, so two loads of one run never interleave.
+
+    report_contact declares no unique key: a second load of the run started before the first
+    commits would otherwise not see the first's rows to delete them. PostgreSQL: a transaction
+    advisory lock. MariaDB: a named lock, returned to be released after the commit. SQLite runs
+    one writer at a time anyway.
+    """
+    digest = hashlib.sha256(f"report_contact\x1f{run['dag_id']}\x1f{run['run_id']}".encode()).digest()
+    if dialect == "postgresql":
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:key)"),
+            {"key": int.from_bytes(digest[:8], "big", signed=True)},
+        )
+    elif dialect == "mysql":
+        name = "dunning_report_" + digest.hex()[:40]
+        got = conn.execute(
+            sa.text("SELECT GET_LOCK(:name, :wait)"), {"name": name, "wait": _LOCK_WAIT_SECONDS}
+        ).scalar()
+        if got != 1:
+            raise TimeoutError(
+                f"report load of {run['dag_id']} / {run['run_id']}: another load of this run held the lock "
+                f"{name} for more than {_LOCK_WAIT_SECONDS} s"
+            )
+        return name
+    return None
+
+
+_LOCK_WAIT_SECONDS = 600
 
 
 def holdout_group(debtor_ids: Iterable[str], *, share: float, seed: str | int) -> set[str]:
@@ -158,9 +243,12 @@ def load_reporting(
 ) -> dict[str, Any]:
     """Load one run's reporting rows: contacts, summary and recovery (idempotent per run).
 
-    Everything of the run is deleted and inserted again in one transaction, so a reload after
-    late receipts or new payments replaces the figures instead of adding to them. Every step is
-    one set-based statement (no per-row Python), so a run of a million contacts loads in seconds.
+    Everything of the run is deleted and inserted again in one transaction, under a per-run lock
+    (:func:`_lock_run`), so a reload after late receipts or new payments replaces the figures
+    instead of adding to them, and a second load of the run waits for the first. The ledger and
+    its parts are read once, into a temporary staging table of the run's rows; the contacts, the
+    summary and the recovery are each filled from it by set-based statements (no per-row
+    Python), so a run of a million contacts loads in seconds.
 
     :param store: the dunning store
     :param run_id: the Airflow run id
@@ -175,31 +263,57 @@ def load_reporting(
     """
     lap = _Laps(timings)
     create_reporting_schema(store)
+    dialect = store.dialect
     run = {"run_id": run_id, "dag_id": dag_id}
-    with store.engine.begin() as conn:
-        _roomy_sorts(store.dialect, conn)
-        for table in ("report_contact", "report_summary", "report_recovery"):
-            conn.execute(
-                sa.text(f"DELETE FROM {table} WHERE dag_id = :dag_id AND run_id = :run_id"),  # noqa: S608
-                run,
-            )
-        lap("load: delete old rows")
-        _fill_outcome_map(store, conn, run)
-        lap("load: outcome keys")
-        contacts = _insert_contacts(store.dialect, conn, run, flag_after_failed_contacts)
-        lap("load: report_contact")
-        if holdout:
-            _mark_holdout(conn, run, holdout)
-        summary_rows = _insert_summary(conn, run)
-        lap("load: report_summary")
-        if payments is not None:
-            _load_payments(store, conn, payments)
-            lap("load: payments")
-        recovery_rows = _insert_recovery(store.dialect, conn, run, with_payments=payments is not None)
-        if payments is not None:
-            _drop_payments(store.dialect, conn)
-        lap("load: report_recovery")
+    with store.engine.connect() as conn:
+        lock = None
+        try:
+            with conn.begin():
+                lock = _lock_run(dialect, conn, run)
+                counts = _load(store, conn, run, payments, holdout, flag_after_failed_contacts, lap)
+        finally:
+            if lock is not None:
+                conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": lock})
+                conn.commit()
     lap("load: commit")
+    return counts
+
+
+def _load(
+    store: DunningStore,
+    conn: sa.Connection,
+    run: Mapping[str, str],
+    payments: Any,
+    holdout: Iterable[str] | None,
+    flag_after: int,
+    lap: _Laps,
+) -> dict[str, Any]:
+    """Replace the run's rows of the three reporting tables (in the caller's transaction)."""
+    dialect = store.dialect
+    _roomy_sorts(dialect, conn)
+    for table in ("report_contact", "report_summary", "report_recovery"):
+        conn.execute(
+            sa.text(f"DELETE FROM {table} WHERE dag_id = :dag_id AND run_id = :run_id"),  # noqa: S608
+            run,
+        )
+    lap("load: delete old rows")
+    _drop_temps(dialect, conn)
+    _stage_contacts(dialect, conn, run, flag_after)
+    if holdout:
+        _mark_holdout(conn, holdout)
+    lap("load: staging")
+    _fill_outcome_map(store, conn)
+    lap("load: outcome keys")
+    contacts = _insert_contacts(conn, run)
+    lap("load: report_contact")
+    summary_rows = _insert_summary(conn, run)
+    lap("load: report_summary")
+    if payments is not None:
+        _load_payments(store, conn, payments)
+        lap("load: payments")
+    recovery_rows = _insert_recovery(dialect, conn, run, with_payments=payments is not None)
+    _drop_temps(dialect, conn)
+    lap("load: report_recovery")
     return {
         "contacts": contacts,
         "summary_rows": summary_rows,
@@ -234,7 +348,9 @@ def refresh_recovery(
 
     A run's recovery is only known 30 days after it: the report task of each run calls this for
     the earlier runs of its DAG whose 30-day window is still open, so their figures fill in as
-    payments arrive. The payments are loaded once for all the runs; one transaction.
+    payments arrive. The payments are loaded once for all the runs; one transaction. Each run's
+    contacted and held-out rows are staged from ``report_contact`` (the co-debtors of its
+    shared-number messages from the ledger) and go through the same recovery statements as a load.
 
     :param run_ids: runs of ``dag_id`` whose ``report_contact`` rows are loaded
     :param payments: ``(debtor_id, paid_on, amount)`` rows or a frame with those columns
@@ -244,17 +360,33 @@ def refresh_recovery(
     if not runs:
         return 0
     create_reporting_schema(store)
+    dialect = store.dialect
     written = 0
     with store.engine.begin() as conn:
-        _roomy_sorts(store.dialect, conn)
+        _roomy_sorts(dialect, conn)
+        _drop_temps(dialect, conn)
         _load_payments(store, conn, payments)
         for run_id in runs:
             run = {"dag_id": dag_id, "run_id": run_id}
             conn.execute(
                 sa.text("DELETE FROM report_recovery WHERE dag_id = :dag_id AND run_id = :run_id"), run
             )
-            written += _insert_recovery(store.dialect, conn, run, with_payments=True)
-        _drop_payments(store.dialect, conn)
+            _create_stage(conn)
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO {_STAGE_TABLE} (idempotency_key, debtor_id, stage, as_of, amount, state, "  # noqa: S608
+                    "holdout, co_debtors) "
+                    "SELECT rc.idempotency_key, rc.debtor_id, rc.stage, rc.as_of, rc.amount, rc.state, "
+                    "rc.holdout, c.debtor_ids FROM report_contact rc LEFT JOIN contact_ledger c "
+                    f"ON c.idempotency_key = rc.idempotency_key AND c.debtor_ids LIKE '%,%' AND {_RUN_ROWS} "
+                    "WHERE rc.dag_id = :dag_id AND rc.run_id = :run_id "
+                    f"AND (rc.state IN ({_SENT_SQL}) OR rc.holdout = 1)"
+                ),
+                run,
+            )
+            written += _insert_recovery(dialect, conn, run, with_payments=True)
+            _drop_temps(dialect, conn, keep_payments=True)
+        _drop_temps(dialect, conn)
     return written
 
 
@@ -268,36 +400,73 @@ def _roomy_sorts(dialect: str, conn: sa.Connection) -> None:
         conn.exec_driver_sql(f"SET LOCAL work_mem = '{_REPORT_WORK_MEM}'")
 
 
-def _fill_outcome_map(store: DunningStore, conn: sa.Connection, run: Mapping[str, str]) -> None:
-    """Add the outcome of every combination the run's rows can show to ``report_outcome_key``.
+def _drop_temp(dialect: str, conn: sa.Connection, table: str) -> None:
+    """Drop a temporary table of this connection when it exists (left by a failed earlier load)."""
+    if dialect == "mysql":
+        conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {table}")
+    elif dialect == "sqlite":
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{table}")
+    else:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS pg_temp.{table}")
 
-    From two small DISTINCT queries (the rows' channel, state, reason and code; the receipt
-    stat and err of their undelivered rows' parts), crossed: a superset of what the rows show,
-    computed by :func:`include.dunning.outcomes.from_ledger`, so SQL joins one column instead of
+
+def _drop_temps(dialect: str, conn: sa.Connection, *, keep_payments: bool = False) -> None:
+    """Drop the load's temporary tables (MariaDB keeps them past a rollback: drop before use too)."""
+    for table in (_STAGE_TABLE, _CODEBTOR_TABLE, _DEBTOR_TABLE, _PAID_TABLE):
+        _drop_temp(dialect, conn, table)
+    if not keep_payments:
+        _drop_temp(dialect, conn, _PAYMENTS_TABLE)
+
+
+def _create_stage(conn: sa.Connection) -> None:
+    """Create the (empty) staging table: report_contact's columns, the outcome key and ``co_debtors``."""
+    conn.exec_driver_sql(f"""
+CREATE TEMPORARY TABLE {_STAGE_TABLE} (
+    idempotency_key VARCHAR(64) NOT NULL, campaign VARCHAR(40), period VARCHAR(20), as_of DATE,
+    debtor_id VARCHAR(40), stage VARCHAR(40), channel VARCHAR(10), attempt INTEGER, gateway VARCHAR(40),
+    prefix VARCHAR(3), template VARCHAR(120), state VARCHAR(12), reason VARCHAR(200),
+    error_code VARCHAR(20), stat VARCHAR(10), err VARCHAR(10), parts INTEGER, amount NUMERIC(14,2),
+    answer_seconds INTEGER, opted_out INTEGER, flagged INTEGER, holdout INTEGER, planned_at TIMESTAMP NULL,
+    submitted_at TIMESTAMP NULL, receipt_at TIMESTAMP NULL, final_at TIMESTAMP NULL, co_debtors TEXT,
+    okey VARCHAR(500))""")
+
+
+def _stage_contacts(dialect: str, conn: sa.Connection, run: Mapping[str, str], flag_after: int) -> None:
+    """Read the run's ledger rows, with everything the reporting tables need, into the staging table."""
+    _create_stage(conn)
+    columns = ", ".join((*_CONTACT_COLUMNS, "co_debtors", "okey"))
+    conn.execute(
+        sa.text(f"INSERT INTO {_STAGE_TABLE} ({columns}) {_stage_sql(dialect)}"),
+        {**run, "flag_after": flag_after},
+    )
+
+
+def _mark_holdout(conn: sa.Connection, holdout: Iterable[str]) -> None:
+    ids = sorted(set(holdout))
+    for start in range(0, len(ids), 900):
+        conn.execute(
+            sa.text(f"UPDATE {_STAGE_TABLE} SET holdout = 1 WHERE debtor_id IN :ids").bindparams(  # noqa: S608
+                sa.bindparam("ids", expanding=True)
+            ),
+            {"ids": ids[start : start + 900]},
+        )
+
+
+def _fill_outcome_map(store: DunningStore, conn: sa.Connection) -> None:
+    """Add the outcome of every combination the staged rows show to ``report_outcome_key``.
+
+    The distinct (channel, state, reason, code, receipt stat, receipt err) of the run, computed
+    by :func:`include.dunning.outcomes.from_ledger`, so SQL joins one column instead of
     re-implementing the map.
     """
-    heads = conn.execute(
+    combos = conn.execute(
         sa.text(
-            f"SELECT DISTINCT c.channel, c.state, {_K_REASON}, {_K_CODE} FROM contact_ledger c WHERE {_RUN_ROWS}"  # noqa: S608
-        ),
-        run,
+            f"SELECT DISTINCT s.channel, s.state, {_K_REASON}, {_K_CODE}, {_K_STAT}, {_K_ERR} "  # noqa: S608
+            f"FROM {_STAGE_TABLE} s"
+        )
     ).all()
-    if not heads:
+    if not combos:
         return
-    receipts = conn.execute(
-        sa.text(
-            "SELECT DISTINCT COALESCE(p.stat, ''), COALESCE(p.err, '') FROM message_part p "  # noqa: S608
-            "WHERE p.idempotency_key IN (SELECT c.idempotency_key FROM contact_ledger c "
-            f"WHERE {_RUN_ROWS} AND c.state = 'UNDELIVERED')"
-        ),
-        run,
-    ).all()
-    stats = sorted({""} | {stat for stat, _ in receipts})
-    errs = sorted({""} | {err for _, err in receipts})
-    combos = set()
-    for channel, state, reason, code in heads:
-        tails = [(st, er) for st in stats for er in errs] if state == UNDELIVERED else [("", "")]
-        combos.update((channel, state, reason, code, st, er) for st, er in tails)
     conn.execute(
         store._insert_ignore("report_outcome_key", ("okey", "outcome"), ("okey",)),
         [
@@ -312,77 +481,64 @@ def _fill_outcome_map(store: DunningStore, conn: sa.Connection, run: Mapping[str
     )
 
 
-def _insert_contacts(dialect: str, conn: sa.Connection, run: Mapping[str, str], flag_after: int) -> int:
-    answered = _answer_seconds_sql(dialect, "s.reason")
+def _insert_contacts(conn: sa.Connection, run: Mapping[str, str]) -> int:
+    columns = ", ".join(_CONTACT_COLUMNS)
+    staged = ", ".join(f"s.{c}" for c in _CONTACT_COLUMNS)
     sql = f"""
-INSERT INTO report_contact (
-    dag_id, run_id, idempotency_key, campaign, period, as_of, debtor_id, stage, channel, attempt,
-    gateway, prefix, template, state, reason, error_code, stat, err, outcome, parts, amount,
-    answer_seconds, opted_out, flagged, holdout, planned_at, submitted_at, receipt_at, final_at)
-SELECT :dag_id, :run_id, s.idempotency_key, s.campaign, s.period, s.as_of, s.debtor_id, s.stage,
-    s.channel, s.attempt, s.gateway, SUBSTR(s.phone, 1, 3), s.template, s.state, s.reason,
-    s.error_code, s.stat, s.err, m.outcome, s.parts, s.amount,
-    CASE WHEN s.channel = 'voice' AND s.state = '{DELIVERED}' THEN {answered} END,
-    s.opted_out, CASE WHEN s.failed >= :flag_after THEN 1 ELSE 0 END,
-    CASE WHEN s.state = 'SUPPRESSED' AND s.reason = '{HOLDOUT_REASON}' THEN 1 ELSE 0 END,
-    s.planned_at, s.submitted_at, s.receipt_at, s.final_at
-FROM ({_source_sql(dialect)}) s
-JOIN report_outcome_key m ON m.okey = s.okey
+INSERT INTO report_contact (dag_id, run_id, {columns}, outcome)
+SELECT :dag_id, :run_id, {staged}, m.outcome
+FROM {_STAGE_TABLE} s JOIN report_outcome_key m ON m.okey = s.okey
 """  # noqa: S608 - constants only
-    return conn.execute(sa.text(sql), {**run, "flag_after": flag_after}).rowcount or 0
+    return conn.execute(sa.text(sql), run).rowcount or 0
 
 
-def _mark_holdout(conn: sa.Connection, run: Mapping[str, str], holdout: Iterable[str]) -> None:
-    ids = sorted(set(holdout))
-    for start in range(0, len(ids), 900):
-        conn.execute(
-            sa.text(
-                "UPDATE report_contact SET holdout = 1 WHERE dag_id = :dag_id AND run_id = :run_id "
-                "AND debtor_id IN :ids"
-            ).bindparams(sa.bindparam("ids", expanding=True)),
-            {**run, "ids": ids[start : start + 900]},
-        )
-
-
-def _sum_if(condition: str) -> str:
-    return f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)"
+def _sum_n(condition: str) -> str:
+    return f"SUM(CASE WHEN {condition} THEN g.n ELSE 0 END)"
 
 
 def _insert_summary(conn: sa.Connection, run: Mapping[str, str]) -> int:
-    sent = "state IN ('SUBMITTED', 'DELIVERED', 'UNDELIVERED', 'EXPIRED', 'UNKNOWN')"
-    suppressed = "state = 'SUPPRESSED'"
-    known = "(reason LIKE 'opted_out%' OR reason LIKE 'frequency_cap%' OR reason LIKE 'deferral%' "
-    known += f"OR reason = 'superseded' OR reason = '{HOLDOUT_REASON}')"
+    """Insert the run's summary rows: the staged rows counted per state, suppression reason and
+    outcome key first (a handful of aggregates over the run's rows), then those cells summed into
+    the report's columns."""
+    sent = f"g.state IN ({_SENT_SQL})"
+    reason_class = f"""CASE WHEN s.state = 'SUPPRESSED' THEN CASE
+        WHEN s.reason LIKE 'opted_out%' THEN 'opted_out' WHEN s.reason LIKE 'frequency_cap%' THEN 'frequency_cap'
+        WHEN s.reason LIKE 'deferral%' THEN 'deferral' WHEN s.reason = 'superseded' THEN 'superseded'
+        WHEN s.reason = '{HOLDOUT_REASON}' THEN 'holdout' ELSE 'other' END END"""
+    suppressed = "g.state = 'SUPPRESSED'"
+    cell_keys = "s.stage, s.channel, s.gateway, s.prefix, s.template, s.state, s.okey"
     sql = f"""
 INSERT INTO report_summary (
     dag_id, run_id, stage, channel, gateway, prefix, template, planned, suppressed,
     suppressed_opted_out, suppressed_frequency_cap, suppressed_deferral, suppressed_superseded,
     suppressed_holdout, suppressed_other, submitted, delivered, undelivered, expired, unknown,
     pending, failed, answered, arrival_rate, connect_rate, answer_seconds, opt_outs, flagged, amount)
-SELECT dag_id, run_id, stage, channel, gateway, prefix, template, COUNT(*), {_sum_if(suppressed)},
-    {_sum_if(suppressed + " AND reason LIKE 'opted_out%'")},
-    {_sum_if(suppressed + " AND reason LIKE 'frequency_cap%'")},
-    {_sum_if(suppressed + " AND reason LIKE 'deferral%'")},
-    {_sum_if(suppressed + " AND reason = 'superseded'")},
-    {_sum_if(suppressed + f" AND reason = '{HOLDOUT_REASON}'")},
-    {_sum_if(suppressed + f" AND (reason IS NULL OR NOT {known})")},
-    {_sum_if(sent)}, {_sum_if("state = 'DELIVERED'")}, {_sum_if("state = 'UNDELIVERED'")},
-    {_sum_if("state = 'EXPIRED'")}, {_sum_if("state = 'UNKNOWN'")}, {_sum_if("state = 'SUBMITTED'")},
-    {_sum_if("state = 'FAILED'")}, {_sum_if("outcome = 'answered'")},
-    CASE WHEN channel = 'sms' AND {_sum_if(sent)} > 0
-         THEN 1.0 * {_sum_if("state = 'DELIVERED'")} / {_sum_if(sent)} END,
-    CASE WHEN channel = 'voice' AND {_sum_if(sent)} > 0
-         THEN 1.0 * {_sum_if("outcome = 'answered'")} / {_sum_if(sent)} END,
-    COALESCE(SUM(answer_seconds), 0), SUM(opted_out), SUM(flagged), SUM(amount)
-FROM report_contact WHERE dag_id = :dag_id AND run_id = :run_id
-GROUP BY dag_id, run_id, stage, channel, gateway, prefix, template
+SELECT :dag_id, :run_id, g.stage, g.channel, g.gateway, g.prefix, g.template, SUM(g.n), {_sum_n(suppressed)},
+    {_sum_n("g.reason_class = 'opted_out'")}, {_sum_n("g.reason_class = 'frequency_cap'")},
+    {_sum_n("g.reason_class = 'deferral'")}, {_sum_n("g.reason_class = 'superseded'")},
+    {_sum_n("g.reason_class = 'holdout'")}, {_sum_n("g.reason_class = 'other'")},
+    {_sum_n(sent)}, {_sum_n("g.state = 'DELIVERED'")}, {_sum_n("g.state = 'UNDELIVERED'")},
+    {_sum_n("g.state = 'EXPIRED'")}, {_sum_n("g.state = 'UNKNOWN'")}, {_sum_n("g.state = 'SUBMITTED'")},
+    {_sum_n("g.state = 'FAILED'")}, {_sum_n("m.outcome = 'answered'")},
+    CASE WHEN g.channel = 'sms' AND {_sum_n(sent)} > 0
+         THEN 1.0 * {_sum_n("g.state = 'DELIVERED'")} / {_sum_n(sent)} END,
+    CASE WHEN g.channel = 'voice' AND {_sum_n(sent)} > 0
+         THEN 1.0 * {_sum_n("m.outcome = 'answered'")} / {_sum_n(sent)} END,
+    COALESCE(SUM(g.answer_seconds), 0), SUM(g.opted_out), SUM(g.flagged), SUM(g.amount)
+FROM (
+    SELECT {cell_keys}, {reason_class} AS reason_class, COUNT(*) AS n,
+        SUM(s.answer_seconds) AS answer_seconds, SUM(s.opted_out) AS opted_out, SUM(s.flagged) AS flagged,
+        SUM(s.amount) AS amount
+    FROM {_STAGE_TABLE} s
+    GROUP BY {cell_keys}, {reason_class}
+) g
+JOIN report_outcome_key m ON m.okey = g.okey
+GROUP BY g.stage, g.channel, g.gateway, g.prefix, g.template
 """  # noqa: S608 - constants only
     return conn.execute(sa.text(sql), run).rowcount or 0
 
 
 # -- recovery: payments against the contacted and the holdout debtors ---------------------------
-
-_PAYMENTS_TABLE = "report_payment_tmp"
 
 
 def _payments_frame(payments: Any) -> pd.DataFrame:
@@ -403,24 +559,10 @@ def _payments_frame(payments: Any) -> pd.DataFrame:
     return frame
 
 
-def _drop_temp(dialect: str, conn: sa.Connection, table: str) -> None:
-    """Drop a temporary table of this connection when it exists (left by a failed earlier load)."""
-    if dialect == "mysql":
-        conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {table}")
-    elif dialect == "sqlite":
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{table}")
-    else:
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS pg_temp.{table}")
-
-
-def _drop_payments(dialect: str, conn: sa.Connection) -> None:
-    _drop_temp(dialect, conn, _PAYMENTS_TABLE)
-
-
 def _load_payments(store: DunningStore, conn: sa.Connection, payments: Any) -> int:
     """Load the payments into a temporary table of this connection (PostgreSQL: COPY)."""
     frame = _payments_frame(payments)
-    _drop_payments(store.dialect, conn)
+    _drop_temp(store.dialect, conn, _PAYMENTS_TABLE)
     conn.exec_driver_sql(
         f"CREATE TEMPORARY TABLE {_PAYMENTS_TABLE} "
         "(debtor_id VARCHAR(40) NOT NULL, paid_on DATE NOT NULL, amount NUMERIC(16,2) NOT NULL)"
@@ -447,13 +589,12 @@ def _load_payments(store: DunningStore, conn: sa.Connection, payments: Any) -> i
     return len(frame)
 
 
-def _debtors_of(dialect: str, ledger_alias: str) -> tuple[str, str]:
-    """Return (join clause, column) listing every debtor of a ledger row (``debtor_ids``, else ``debtor_id``).
+def _debtors_of(dialect: str, ids: str) -> tuple[str, str]:
+    """Return (join clause, column) listing every debtor of a comma-separated list ``ids``.
 
     A message to a number shared by several debtors (a tax agent) names them all in ``debtor_ids``;
     each of them was reminded, so recovery credits each of them.
     """
-    ids = f"COALESCE(NULLIF({ledger_alias}.debtor_ids, ''), {ledger_alias}.debtor_id)"
     if dialect == "postgresql":
         return f"CROSS JOIN LATERAL unnest(string_to_array({ids}, ',')) AS x(debtor)", "TRIM(x.debtor)"
     if dialect == "mysql":
@@ -474,42 +615,70 @@ def _days_between(dialect: str, later: str, earlier: str) -> str:
     return f"CAST(julianday({later}) - julianday({earlier}) AS INTEGER)"
 
 
+_COHORT = f"CASE WHEN s.state IN ({_SENT_SQL}) THEN 'contacted' WHEN s.holdout = 1 THEN 'holdout' END"
+
+
 def _insert_recovery(
     dialect: str, conn: sa.Connection, run: Mapping[str, str], *, with_payments: bool
 ) -> int:
-    """Insert the run's recovery rows per stage and cohort (contacted / holdout), one statement.
+    """Insert the run's recovery rows per stage and cohort (contacted / holdout) from the staged rows.
 
     Debtors are counted once per stage and cohort, every debtor of a shared-number message
     included; paid_* count those with a payment 0..N days after the contact's as-of date,
     ``amount_recovered`` sums their payments within the longest window.
+
+    The debtors (one row per stage, cohort and debtor) go to a temporary table, so each
+    statement reads each temporary table once (MariaDB cannot open one twice in a statement),
+    and only small aggregates per stage and cohort are joined at the end: never the debtors of
+    the run against their payments row by row in one plan that a misestimate could turn into a
+    nested loop.
     """
-    cohort = "CASE WHEN rc.state IN ('SUBMITTED', 'DELIVERED', 'UNDELIVERED', 'EXPIRED', 'UNKNOWN') "
-    cohort += "THEN 'contacted' WHEN rc.holdout = 1 THEN 'holdout' END"
-    rows = f"""
-SELECT rc.idempotency_key, rc.debtor_id, rc.stage, rc.as_of, rc.amount, {cohort} AS cohort
-FROM report_contact rc WHERE rc.dag_id = :dag_id AND rc.run_id = :run_id AND {cohort} IS NOT NULL
-"""  # noqa: S608 - constants only
-    # Every row's own debtor, and the co-debtors of the few shared-number messages (debtor_ids).
-    join, debtor = _debtors_of(dialect, "c")
-    # Only small aggregates (per stage and cohort) are joined at the end: never the debtors of
-    # the run against their payments row by row, which a misestimate could turn into a loop.
+    debtor_columns = "stage VARCHAR(40) NOT NULL, cohort VARCHAR(10) NOT NULL, debtor_id VARCHAR(40) NOT NULL, as_of DATE NOT NULL"
+    join, debtor = _debtors_of(dialect, "s.co_debtors")
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {_CODEBTOR_TABLE} ({debtor_columns})")
+    conn.execute(
+        sa.text(
+            f"INSERT INTO {_CODEBTOR_TABLE} (stage, cohort, debtor_id, as_of) "  # noqa: S608
+            f"SELECT s.stage, {_COHORT}, {debtor}, s.as_of FROM {_STAGE_TABLE} s {join} "
+            f"WHERE s.co_debtors IS NOT NULL AND {_COHORT} IS NOT NULL"
+        )
+    )
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {_DEBTOR_TABLE} ({debtor_columns})")
+    conn.execute(
+        sa.text(f"""
+INSERT INTO {_DEBTOR_TABLE} (stage, cohort, debtor_id, as_of)
+SELECT a.stage, a.cohort, a.debtor_id, MIN(a.as_of)
+FROM (
+    SELECT s.stage, {_COHORT} AS cohort, s.debtor_id, s.as_of FROM {_STAGE_TABLE} s WHERE {_COHORT} IS NOT NULL
+    UNION ALL
+    SELECT k.stage, k.cohort, k.debtor_id, k.as_of FROM {_CODEBTOR_TABLE} k
+) a
+GROUP BY a.stage, a.cohort, a.debtor_id""")  # noqa: S608 - constants only
+    )
     if with_payments:
         days = _days_between(dialect, "t.paid_on", "d.as_of")
-        windows = "".join(
-            f"SUM(CASE WHEN p.first_day <= {w} THEN 1 ELSE 0 END) AS paid_{w}d, " for w in RECOVERY_WINDOWS
+        windows = ", ".join(f"SUM(CASE WHEN p.first_day <= {w} THEN 1 ELSE 0 END)" for w in RECOVERY_WINDOWS)
+        paid_columns = ", ".join(f"paid_{w}d" for w in RECOVERY_WINDOWS)
+        conn.exec_driver_sql(
+            f"CREATE TEMPORARY TABLE {_PAID_TABLE} (stage VARCHAR(40) NOT NULL, cohort VARCHAR(10) NOT NULL, "
+            + "".join(f"paid_{w}d INTEGER NOT NULL, " for w in RECOVERY_WINDOWS)
+            + "paid NUMERIC(16,2))"
         )
-        paid_cte = f""",
-p AS (
+        conn.execute(
+            sa.text(f"""
+INSERT INTO {_PAID_TABLE} (stage, cohort, {paid_columns}, paid)
+SELECT p.stage, p.cohort, {windows}, SUM(p.paid)
+FROM (
     SELECT d.stage, d.cohort, d.debtor_id, MIN({days}) AS first_day, SUM(t.amount) AS paid
-    FROM d JOIN {_PAYMENTS_TABLE} t ON t.debtor_id = d.debtor_id
+    FROM {_DEBTOR_TABLE} d JOIN {_PAYMENTS_TABLE} t ON t.debtor_id = d.debtor_id
     WHERE {days} >= 0 AND {days} <= {max(RECOVERY_WINDOWS)}
     GROUP BY d.stage, d.cohort, d.debtor_id
-),
-pc AS (SELECT p.stage, p.cohort, {windows}SUM(p.paid) AS paid FROM p GROUP BY p.stage, p.cohort)"""  # noqa: S608 - constants only
+) p
+GROUP BY p.stage, p.cohort""")  # noqa: S608 - constants only
+        )
         figures = "".join(f"COALESCE(pc.paid_{w}d, 0), " for w in RECOVERY_WINDOWS) + "COALESCE(pc.paid, 0)"
-        paid_join = "LEFT JOIN pc ON pc.stage = n.stage AND pc.cohort = n.cohort"
+        paid_join = f"LEFT JOIN {_PAID_TABLE} pc ON pc.stage = n.stage AND pc.cohort = n.cohort"
     else:
-        paid_cte = ""
         # Typed NULLs: PostgreSQL would read a bare NULL in the select list as text.
         figures = "".join("CASE WHEN 1 = 0 THEN 0 END, " for _ in RECOVERY_WINDOWS)
         figures += "CASE WHEN 1 = 0 THEN o.owed END"
@@ -517,23 +686,12 @@ pc AS (SELECT p.stage, p.cohort, {windows}SUM(p.paid) AS paid FROM p GROUP BY p.
     sql = f"""
 INSERT INTO report_recovery (dag_id, run_id, stage, cohort, debtors, amount_owed, paid_3d, paid_7d,
     paid_30d, amount_recovered)
-WITH r AS ({rows}),
-d AS (
-    SELECT a.stage, a.cohort, a.debtor_id, MIN(a.as_of) AS as_of
-    FROM (
-        SELECT r.stage, r.cohort, r.debtor_id, r.as_of FROM r
-        UNION ALL
-        SELECT r.stage, r.cohort, {debtor} AS debtor_id, r.as_of
-        FROM r JOIN contact_ledger c ON c.idempotency_key = r.idempotency_key
-        {join}
-        WHERE c.debtor_ids LIKE '%,%' AND {_RUN_ROWS}
-    ) a
-    GROUP BY a.stage, a.cohort, a.debtor_id
-),
-n AS (SELECT d.stage, d.cohort, COUNT(*) AS debtors FROM d GROUP BY d.stage, d.cohort),
-o AS (SELECT r.stage, r.cohort, SUM(r.amount) AS owed FROM r GROUP BY r.stage, r.cohort){paid_cte}
 SELECT :dag_id, :run_id, n.stage, n.cohort, n.debtors, o.owed, {figures}
-FROM n JOIN o ON o.stage = n.stage AND o.cohort = n.cohort
+FROM (SELECT d.stage, d.cohort, COUNT(*) AS debtors FROM {_DEBTOR_TABLE} d GROUP BY d.stage, d.cohort) n
+JOIN (
+    SELECT s.stage, {_COHORT} AS cohort, SUM(s.amount) AS owed FROM {_STAGE_TABLE} s
+    WHERE {_COHORT} IS NOT NULL GROUP BY s.stage, {_COHORT}
+) o ON o.stage = n.stage AND o.cohort = n.cohort
 {paid_join}
 """  # noqa: S608 - constants only
     return conn.execute(sa.text(sql), run).rowcount or 0

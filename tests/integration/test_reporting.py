@@ -444,3 +444,104 @@ def _payments_frame():
     import pandas as pd
 
     return pd.DataFrame(PAYMENTS, columns=["debtor_id", "paid_on", "amount"])
+
+
+# -- report_contact's layout: per-run index, no unique key; tables of the old layout keep working --
+
+
+def _old_layout(store: DunningStore) -> None:
+    """Create report_contact as earlier versions did: primary key and a debtor index."""
+    from importlib import resources
+
+    ddl = resources.files("include.sql").joinpath("dunning_store/reporting.sql").read_text("utf-8")
+    create = ddl[ddl.index("CREATE TABLE IF NOT EXISTS report_contact") :]
+    create = create[: create.index(");")]
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(create + ",\n    PRIMARY KEY (dag_id, run_id, idempotency_key)\n)")
+        conn.exec_driver_sql("CREATE INDEX ix_report_contact_debtor ON report_contact (debtor_id)")
+
+
+CONTACT_COLUMNS = [
+    "dag_id", "run_id", "idempotency_key", "campaign", "period", "as_of", "debtor_id", "stage", "channel",
+    "attempt", "gateway", "prefix", "template", "state", "reason", "error_code", "stat", "err", "outcome",
+    "parts", "amount", "answer_seconds", "opted_out", "flagged", "holdout", "planned_at",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
+def test_report_contact_layout_new_and_old_give_the_same_rows(kind, tmp_path, request):
+    url_new, url_old = _engine_url(kind, tmp_path, request)
+    new, old = DunningStore(url_new), DunningStore(url_old)
+    try:
+        loaded = []
+        for store in (new, old):
+            seed_run(store)
+            if store is old:
+                _old_layout(store)
+            for _ in range(2):  # a reload replaces the rows
+                load_reporting(store, run_id=RUN, dag_id=DAG, payments=PAYMENTS)
+            loaded.append(
+                (
+                    # all but the send and receipt times (the seeding's clock)
+                    table(
+                        store,
+                        f"SELECT {', '.join(CONTACT_COLUMNS)} FROM report_contact ORDER BY idempotency_key",
+                    ),
+                    table(store, "SELECT * FROM report_summary ORDER BY stage, channel, gateway, prefix"),
+                    table(store, "SELECT * FROM report_recovery ORDER BY stage, cohort"),
+                )
+            )
+            inspector = sa.inspect(store.engine)
+            names = {ix["name"] for ix in inspector.get_indexes("report_contact")}
+            pk = inspector.get_pk_constraint("report_contact")["constrained_columns"]
+            assert "ix_report_contact_debtor" not in names, "the retired index is dropped"
+            if store is new:
+                assert "ix_report_contact_run" in names and not pk
+            else:
+                assert "ix_report_contact_run" not in names and pk == ["dag_id", "run_id", "idempotency_key"]
+        assert len(loaded[0][0]) == 8
+        assert loaded[0] == loaded[1]
+    finally:
+        new.engine.dispose()
+        old.engine.dispose()
+
+
+def test_a_second_load_of_a_run_waits_for_the_first(pg_url):
+    """Without a unique key, two interleaved loads of a run would both insert: the lock orders them."""
+    import threading
+
+    from include.dunning.reporting import _lock_run
+
+    store = DunningStore(pg_url)
+    holder = DunningStore(pg_url)
+    try:
+        seed_run(store)
+        load_reporting(store, run_id=RUN, dag_id=DAG)
+        done: list[dict] = []
+        with holder.engine.connect() as conn, conn.begin():
+            _lock_run("postgresql", conn, {"dag_id": DAG, "run_id": RUN})
+            worker = threading.Thread(
+                target=lambda: done.append(load_reporting(store, run_id=RUN, dag_id=DAG)), daemon=True
+            )
+            worker.start()
+            waiting = False
+            for _ in range(300):
+                waiting = bool(
+                    conn.execute(
+                        sa.text(
+                            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+                        )
+                    ).scalar()
+                )
+                if waiting or not worker.is_alive():
+                    break
+                worker.join(0.1)
+            assert waiting, "the second load did not wait for the run's lock"
+            assert not done
+        worker.join(60)
+        assert done and done[0]["contacts"] == 8
+        assert table(store, "SELECT COUNT(*) FROM report_contact WHERE run_id = :r", r=RUN) == [(8,)]
+    finally:
+        store.engine.dispose()
+        holder.engine.dispose()

@@ -5,6 +5,13 @@
 
 -- One row per ledger row per run. A ledger row belongs to the run that sent it (sent_run_id),
 -- or, never sent, to the run that planned it. No full phone number: only its first 3 digits.
+-- (dag_id, run_id, idempotency_key) is unique by construction: the ledger's key, one run per
+-- ledger row, and a load replaces the run's rows under a per-run lock (reporting.py). It is not
+-- declared: every read and delete is per run, and a unique index over a run's key range costs
+-- a load more than the rest of its writes (random inserts into an index larger than the
+-- buffer cache). include/dunning/reporting.py adds the per-run index ix_report_contact_run to
+-- tables created this way and drops the retired ix_report_contact_debtor; tables created with
+-- the primary key of earlier versions keep it (and work as they are).
 CREATE TABLE IF NOT EXISTS report_contact (
     dag_id            VARCHAR(250)  NOT NULL,
     run_id            VARCHAR(250)  NOT NULL,
@@ -34,10 +41,8 @@ CREATE TABLE IF NOT EXISTS report_contact (
     planned_at        TIMESTAMP     NOT NULL,
     submitted_at      TIMESTAMP,
     receipt_at        TIMESTAMP,
-    final_at          TIMESTAMP,
-    PRIMARY KEY (dag_id, run_id, idempotency_key)
+    final_at          TIMESTAMP
 );
-CREATE INDEX IF NOT EXISTS ix_report_contact_debtor ON report_contact (debtor_id);
 
 -- Per run / stage / channel / gateway / prefix / template. Rates are NULL when nothing was sent.
 CREATE TABLE IF NOT EXISTS report_summary (
