@@ -183,6 +183,27 @@ def test_holdout_taxpayers_are_recorded_and_never_contacted(first_run, layout, s
         assert holdout_group(debtors, share=0.05, seed="tax_payment") != debtors
 
 
+def age_contacts(layout, as_of: date) -> None:
+    """Date the contacts of the ``as_of`` run back to that day, as if a week had really passed.
+
+    The weekly cap compares a number's last submit time with the as-of date of the next plan,
+    and the submit time is the wall clock of the first run (today, whatever ``AS_OF`` says): without
+    this the week-2 run would see every week-1 message as sent "after" its own as-of date and
+    cap them all, so the test would depend on the day it runs.
+    """
+    moment = f"{as_of.isoformat()} 01:30:00"  # 09:30 Asia/Shanghai
+    engine = sa.create_engine(f"sqlite:///{layout.store_db}")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE contact_ledger SET claimed_at = :t, submitted_at = :t "
+                "WHERE as_of = :as_of AND submitted_at IS NOT NULL"
+            ),
+            {"t": moment, "as_of": as_of.isoformat()},
+        )
+    engine.dispose()
+
+
 @pytest.fixture(scope="module")
 def next_week(first_run, layout, simulator):
     """The run a week later, with two GSM modem emulators for the voice re-notification."""
@@ -195,6 +216,7 @@ def next_week(first_run, layout, simulator):
         env = airflow_environment(layout, smsc_host="127.0.0.1", smsc_port=simulator.port, modems=urls)
         setup_airflow(layout, env, layout.logs / "setup-modems.log", modems=len(urls))
         before = len(simulator.messages)
+        age_contacts(layout, AS_OF)
         conf = {**REHEARSAL_CONF, "modems": sorted(urls), "ring_timeout_seconds": 5}
         run_dag("tax_dunning", NEXT_WEEK, env, layout.logs / "run3.log", conf=conf)
         calls = [c for m in modems.values() for c in m.calls]
