@@ -20,10 +20,12 @@ class SmppSendOperator(BaseOperator):
     """Send one batch of the contact ledger through an SMPP gateway, idempotently.
 
     Mapped over the batches the plan made; a pool per gateway caps concurrent binds. Rows are
-    claimed a window at a time just before they are submitted and their responses recorded
+    claimed a chunk at a time just before they are submitted and their responses recorded
     right after, so a retry never resubmits a row with a recorded response; only rows in
     flight when a worker died (at most one window) can go out twice, and they are counted in
-    the log. Eligibility is checked again right before sending (opt-outs since the plan).
+    the log. Eligibility is checked again right before sending (opt-outs since the plan). On
+    PostgreSQL claims and responses go to the send log and are settled into the ledger in
+    bulk as the batch goes, when it ends, and at the start of a retry.
 
     :param batch_id: the batch to send (templated; from the plan's XCom when mapped)
     :param smpp_conn_id: Airflow connection of the gateway
@@ -36,6 +38,12 @@ class SmppSendOperator(BaseOperator):
     :param sending_window: local (Asia/Shanghai) hours SMS may go out, e.g. ("08:00", "20:00")
     :param respect_sending_window: outside the window send nothing and leave the rows PLANNED
         for the next run; false only to rehearse on a simulator (templated)
+    :param synchronous_log: on PostgreSQL, whether each logged answer waits for the WAL flush
+        (default). False commits answers without it: faster over a slow SMSC (one window in
+        doubt then covers little more than the round trip), and a SIGKILLed worker still loses
+        nothing it committed; only a crash of the PostgreSQL server can lose the last few
+        hundred milliseconds of answers, whose rows are then resent once as in doubt. Claims
+        and the ledger settlement always commit durably.
     :param gateways: the DAG's SMPP gateways in routing order (``include.dunning.routing``):
         when ``smpp_conn_id`` cannot bind, the batch fails over to the next one of the same lane
         or ``any``; each gateway's ``daily_quota`` is reserved chunk by chunk. None: only
@@ -56,9 +64,11 @@ class SmppSendOperator(BaseOperator):
         sending_window: tuple[str, str] = ("08:00", "20:00"),
         respect_sending_window: bool | str = True,
         gateways: Sequence[str] | None = None,
+        synchronous_log: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.synchronous_log = synchronous_log
         self.gateways = list(gateways) if gateways else None
         self.batch_id = batch_id
         self.sending_window = sending_window
@@ -76,6 +86,11 @@ class SmppSendOperator(BaseOperator):
 
         run_id = context["run_id"]
         store = dunning_store(self.store_conn_id)
+        # What an earlier try logged but could not settle (killed mid-batch) goes into the
+        # ledger first: its answered rows are not sent again, its unanswered ones are CLAIMED.
+        settled = store.settle_sends(batch_id=self.batch_id)
+        if settled:
+            self.log.info("batch %s: settled %d rows logged by an earlier try", self.batch_id, settled)
         rows = store.batch_rows(self.batch_id)
         counts = {
             "submitted": 0,
@@ -107,7 +122,7 @@ class SmppSendOperator(BaseOperator):
                 uncertain,
             )
             counts["resent_uncertain"] = uncertain
-        opted = store.opted_out(r.phone for r in rows)
+        opted = store.batch_opted_out(self.batch_id)
         if opted:
             keys = [r.idempotency_key for r in rows if r.phone in opted]
             counts["suppressed"] = store.suppress(keys, "opted_out", run_id=run_id)
@@ -249,6 +264,8 @@ class SmppSendOperator(BaseOperator):
             prepare=prepare,
             recorded=recorded,
             log=self.log,
+            batch_id=self.batch_id,
+            synchronous_log=self.synchronous_log,
         )
 
     def on_kill(self) -> None:

@@ -13,6 +13,10 @@ Rules that keep "nothing lost, nothing sent twice" true under Airflow retries:
   resends it, so duplicates are bounded by the window and counted.
 - A transient rejection puts the row back to PLANNED with its error code, to be resent by the
   task's next try.
+- On PostgreSQL the send task writes claims and answers to a send log (``send_claim``,
+  ``send_response``) instead of updating the ledger row per message, and settles the log into
+  the ledger in bulk (``settle_sends``) as it goes, when it ends and when a retry starts: a row
+  with a logged answer counts as answered, and the ledger ends exactly as above.
 
 The store works on any SQLAlchemy engine: SQLite (embedded default), PostgreSQL, MariaDB.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -104,6 +109,69 @@ LEDGER_COLUMNS = (
     "planned_run_id",
     "planned_at",
 )
+
+
+# The send log's statements (PostgreSQL, psycopg parameters): see DunningStore.log_claim,
+# log_responses and settle_sends.
+_LOG_CLAIM_PG = (
+    "INSERT INTO send_claim (claim_id, batch_id, run_id, gateway, claimed_at, claimed_keys) "
+    "VALUES (%(claim_id)s, %(batch_id)s, %(run_id)s, %(gateway)s, %(now)s, %(keys)s)"
+)
+_LOG_RESPONSES_PG = (
+    "INSERT INTO send_response (claim_id, idempotency_key, outcome, message_ids, error_code, reason, "
+    "logged_at) SELECT r.*, %(now)s FROM unnest(%(claims)s::text[], %(keys)s::text[], %(states)s::text[], "
+    "%(ids)s::text[], %(codes)s::text[], %(reasons)s::text[]) AS r"
+)
+_LOG_RESPONSES_TEXT_PG = (
+    "INSERT INTO send_response (claim_id, idempotency_key, outcome, message_ids, error_code, reason, "
+    "logged_at) SELECT f[1], f[2], f[3], CASE WHEN f[3] = 'SUBMITTED' THEN f[4] END, "
+    "CASE WHEN f[3] <> 'SUBMITTED' THEN f[5] END, CASE WHEN f[3] <> 'SUBMITTED' THEN f[6] END, %(now)s "
+    "FROM (SELECT string_to_array(r, E'\\x1f') AS f "
+    "FROM unnest(string_to_array(%(rows)s, E'\\x1e')) AS r) AS t"
+)
+# One statement settles a set of claims: it takes their rows out of the log, writes the
+# accepted parts to message_part, and updates each claimed ledger row once. A row claimed more
+# than once in the set counts every claim in send_tries; an accepted answer wins over others.
+_SETTLE_SENDS_PG = f"""
+WITH c AS (
+    DELETE FROM send_claim WHERE claim_id = ANY(%(ids)s::text[])
+    RETURNING claim_id, run_id, gateway, claimed_at, claimed_keys
+), ck AS (
+    SELECT k.key, c.claim_id, c.run_id, c.gateway, c.claimed_at
+    FROM c CROSS JOIN LATERAL unnest(string_to_array(c.claimed_keys, ',')) AS k(key)
+), r AS (
+    DELETE FROM send_response WHERE claim_id = ANY(%(ids)s::text[])
+    RETURNING claim_id, idempotency_key, outcome, message_ids, error_code, reason, logged_at
+), parts AS (
+    INSERT INTO message_part (gateway, message_id, idempotency_key, part_no, state)
+    SELECT ck.gateway, m.mid, r.idempotency_key, m.n, '{SUBMITTED}'
+    FROM r JOIN ck ON ck.claim_id = r.claim_id AND ck.key = r.idempotency_key
+    CROSS JOIN LATERAL unnest(string_to_array(r.message_ids, ',')) WITH ORDINALITY AS m(mid, n)
+    WHERE r.outcome = '{SUBMITTED}'
+    ON CONFLICT (gateway, message_id) DO NOTHING
+), tries AS (
+    SELECT key, COUNT(*) AS n, (array_agg(run_id ORDER BY claimed_at DESC))[1] AS run_id,
+           MAX(claimed_at) AS claimed_at
+    FROM ck GROUP BY key
+), answer AS (
+    SELECT DISTINCT ON (idempotency_key) idempotency_key AS key, outcome, message_ids, error_code,
+           reason, logged_at
+    FROM r ORDER BY idempotency_key, (outcome = '{SUBMITTED}') DESC, logged_at DESC
+)
+UPDATE contact_ledger AS l SET
+    state = COALESCE(a.outcome, '{CLAIMED}'),
+    send_tries = l.send_tries + t.n,
+    sent_run_id = t.run_id,
+    claimed_at = t.claimed_at,
+    message_ids = CASE WHEN a.outcome = '{SUBMITTED}' THEN a.message_ids ELSE l.message_ids END,
+    submitted_at = CASE WHEN a.outcome = '{SUBMITTED}' THEN a.logged_at ELSE l.submitted_at END,
+    error_code = CASE WHEN a.outcome IS NULL THEN l.error_code ELSE a.error_code END,
+    reason = CASE WHEN a.outcome IN ('{FAILED}', '{PLANNED}') THEN a.reason ELSE l.reason END,
+    final_at = CASE WHEN a.outcome = '{FAILED}' THEN a.logged_at
+                    WHEN a.outcome = '{PLANNED}' THEN NULL ELSE l.final_at END
+FROM tries AS t LEFT JOIN answer AS a ON a.key = t.key
+WHERE l.idempotency_key = t.key AND l.state IN ('{PLANNED}', '{CLAIMED}')
+"""  # noqa: S608 - only this module's state constants are formatted in
 
 
 def idempotency_key(
@@ -279,8 +347,10 @@ class DunningStore:
         gets today's decision, amounts, surcharge and text, so it is sent by today's batches
         (or stays suppressed with today's reason) instead of being lost. All rows are written
         in one transaction, a chunk at a time (memory stays bounded for any number of rows).
-        PostgreSQL loads each chunk with COPY into a temporary table and upserts it in one
-        statement; SQLite and MariaDB run the upsert for each row of a chunk (executemany).
+        PostgreSQL COPYs a chunk of new keys straight into the ledger, and loads any other chunk
+        with COPY into a temporary table and upserts it in one statement (see
+        ``_upsert_planned_pg``); SQLite and MariaDB run the upsert for each row of a chunk
+        (executemany).
 
         :param rows: mappings with the ledger columns (see ``LEDGER_COLUMNS``)
         :param chunk_size: rows per chunk (default 50,000 on PostgreSQL, 5,000 elsewhere)
@@ -330,12 +400,122 @@ class DunningStore:
         )
 
     def _upsert_planned_pg(self, rows: Iterable[Mapping[str, Any]], chunk_size: int) -> UpsertCounts:
-        """PostgreSQL ``upsert_planned``: COPY each chunk into a temporary table, upsert it in one statement.
+        """PostgreSQL ``upsert_planned``: COPY new chunks straight into the ledger, upsert the others.
+
+        A chunk none of whose sampled keys the ledger holds (the first plan of a period: all of
+        them) is loaded with a plain COPY into ``contact_ledger``: the server fills whole heap
+        pages, the client formats while the server inserts, and there is no staging table and no
+        ``ON CONFLICT`` probe per row. That COPY runs in a savepoint; when a key is there after
+        all (missed by the sample, or inserted meanwhile by another transaction) it fails on the
+        primary key, and the chunk takes the staged upsert instead (``_copy_upsert_pg``), as does
+        every chunk whose sample finds a key. The upsert waits for such a transaction and
+        refreshes or keeps each row as the rules say, so both ways write the same rows.
 
         A key given twice within a chunk is written once, as the per-row path leaves it: the later
-        row wins while the earlier one is still replannable. New and refreshed rows are told apart
-        by ``xmax`` of the written row version (0 when it was inserted, the locking transaction
-        when ``ON CONFLICT DO UPDATE`` refreshed it), so nothing is read beforehand.
+        row wins while the earlier one is still replannable.
+        """
+        key_at, state_at = LEDGER_COLUMNS.index("idempotency_key"), LEDGER_COLUMNS.index("state")
+        money_at = (LEDGER_COLUMNS.index("amount"), LEDGER_COLUMNS.index("surcharge"))
+        counts = UpsertCounts()
+        with self.engine.begin() as conn:
+            staged = False
+            # Chunks of input rows, as the per-row path cuts them, so the counts agree on every engine.
+            chunk: dict[Any, list[Any]] = {}
+            taken = 0
+            for row in rows:
+                values = list(map(row.get, LEDGER_COLUMNS))
+                for at in money_at:
+                    values[at] = _money(values[at])
+                kept = chunk.get(values[key_at])
+                if kept is None or kept[state_at] in REPLANNABLE:
+                    chunk[values[key_at]] = values
+                taken += 1
+                if taken >= chunk_size:
+                    written, staged = self._write_chunk_pg(conn, chunk, staged)
+                    counts += written
+                    chunk, taken = {}, 0
+            if chunk:
+                counts += self._write_chunk_pg(conn, chunk, staged)[0]
+        return counts
+
+    @classmethod
+    def _write_chunk_pg(
+        cls, conn: sa.Connection, chunk: Mapping[Any, Sequence[Any]], staged: bool
+    ) -> tuple[UpsertCounts, bool]:
+        """Write one deduplicated chunk (key -> values); return its counts and whether ``tmp_plan`` exists."""
+        import psycopg
+
+        rows = list(chunk.values())
+        if not cls._holds_any_key_pg(conn, list(chunk)):
+            try:
+                with conn.begin_nested():
+                    return cls._copy_new_pg(conn, rows), staged
+            except sa.exc.IntegrityError as exc:
+                if not isinstance(exc.orig, psycopg.errors.UniqueViolation):
+                    raise
+                log.info("%d planned rows: a key is in the ledger already; upserting them instead", len(rows))
+        if not staged:
+            cols = ", ".join(LEDGER_COLUMNS)
+            conn.exec_driver_sql(
+                f"CREATE TEMPORARY TABLE tmp_plan ON COMMIT DROP AS SELECT {cols} FROM contact_ledger WITH NO DATA"  # noqa: S608
+            )
+        return cls._copy_upsert_pg(conn, rows), True
+
+    @staticmethod
+    def _holds_any_key_pg(conn: sa.Connection, keys: Sequence[Any], probes: int = 256) -> bool:
+        """Tell whether the ledger holds any of ``probes`` keys taken evenly across ``keys``.
+
+        A hint only, a few index lookups: a chunk whose sample is all new is COPYed straight in
+        (a key missed here fails that COPY, which then falls back to the upsert). Checking every
+        key would cost as much as the upsert's own probe, and for tens of thousands of keys the
+        planner turns an ``= ANY`` list into a scan of the whole ledger.
+        """
+        step = max(1, len(keys) // probes)
+        sample = [None if key is None else str(key) for key in keys[::step]]
+        # Binary array parameter: no per-element quoting on either side.
+        return conn.exec_driver_sql(
+            "SELECT EXISTS (SELECT 1 FROM contact_ledger WHERE idempotency_key = ANY(%b::text[]))",
+            (sample,),
+        ).scalar_one()
+
+    @staticmethod
+    def _copy_rows_pg(conn: sa.Connection, table: str, rows: Iterable[Sequence[Any]]) -> None:
+        """COPY rows of ``LEDGER_COLUMNS`` values into ``table``; errors are raised as SQLAlchemy's.
+
+        Text format: the server parses each value as a bound string would be, so dates, amounts
+        and ids given as text or numbers load the same as through the per-row path.
+        """
+        import psycopg
+
+        # The table name and columns come from this module, never from input.
+        statement = f"COPY {table} ({', '.join(LEDGER_COLUMNS)}) FROM STDIN"
+        try:
+            with conn.connection.driver_connection.cursor() as cursor:
+                with cursor.copy(statement) as copy:
+                    for values in rows:
+                        copy.write_row(values)
+        except psycopg.Error as exc:
+            raise sa.exc.DBAPIError.instance(
+                statement, None, exc, psycopg.Error, dialect=conn.dialect
+            ) from exc
+
+    @classmethod
+    def _copy_new_pg(cls, conn: sa.Connection, rows: Sequence[Sequence[Any]]) -> UpsertCounts:
+        """COPY rows whose keys the ledger does not hold straight into ``contact_ledger``; count them."""
+        cls._copy_rows_pg(conn, "contact_ledger", rows)
+        state_at = LEDGER_COLUMNS.index("state")
+        return UpsertCounts(
+            new=len(rows),
+            planned=sum(1 for values in rows if values[state_at] == PLANNED),
+            suppressed=sum(1 for values in rows if values[state_at] == SUPPRESSED),
+        )
+
+    @classmethod
+    def _copy_upsert_pg(cls, conn: sa.Connection, rows: Iterable[Sequence[Any]]) -> UpsertCounts:
+        """Load rows into ``tmp_plan`` with COPY and upsert them into the ledger in one statement.
+
+        New and refreshed rows are told apart by ``xmax`` of the written row version (0 when it
+        was inserted, the locking transaction when ``ON CONFLICT DO UPDATE`` refreshed it).
         """
         cols = ", ".join(LEDGER_COLUMNS)
         sets = ", ".join(f"{c} = excluded.{c}" for c in REFRESHED_COLUMNS)
@@ -349,39 +529,8 @@ class DunningStore:
             f"COUNT(*) FILTER (WHERE state = '{PLANNED}'), COUNT(*) FILTER (WHERE state = '{SUPPRESSED}') "
             "FROM w"
         )
-        key_at, state_at = LEDGER_COLUMNS.index("idempotency_key"), LEDGER_COLUMNS.index("state")
-        money_at = (LEDGER_COLUMNS.index("amount"), LEDGER_COLUMNS.index("surcharge"))
-        counts = UpsertCounts()
-        with self.engine.begin() as conn:
-            conn.exec_driver_sql(
-                f"CREATE TEMPORARY TABLE tmp_plan ON COMMIT DROP AS SELECT {cols} FROM contact_ledger WITH NO DATA"  # noqa: S608
-            )
-            # Chunks of input rows, as the per-row path cuts them, so the counts agree on every engine.
-            chunk: dict[Any, list[Any]] = {}
-            taken = 0
-            for row in rows:
-                values = list(map(row.get, LEDGER_COLUMNS))
-                for at in money_at:
-                    values[at] = _money(values[at])
-                kept = chunk.get(values[key_at])
-                if kept is None or kept[state_at] in REPLANNABLE:
-                    chunk[values[key_at]] = values
-                taken += 1
-                if taken >= chunk_size:
-                    counts += self._copy_upsert_pg(conn, chunk.values(), upsert)
-                    chunk, taken = {}, 0
-            if chunk:
-                counts += self._copy_upsert_pg(conn, chunk.values(), upsert)
-        return counts
-
-    @staticmethod
-    def _copy_upsert_pg(conn: sa.Connection, chunk: Iterable[Sequence[Any]], upsert: str) -> UpsertCounts:
-        """Load one chunk into ``tmp_plan`` with COPY and run the counted upsert on it."""
         conn.exec_driver_sql("TRUNCATE tmp_plan")
-        with conn.connection.driver_connection.cursor() as cursor:
-            with cursor.copy(f"COPY tmp_plan ({', '.join(LEDGER_COLUMNS)}) FROM STDIN") as copy:
-                for values in chunk:
-                    copy.write_row(values)
+        cls._copy_rows_pg(conn, "tmp_plan", rows)
         new, refreshed, planned, suppressed = conn.exec_driver_sql(upsert).one()
         return UpsertCounts(new=new, refreshed=refreshed, planned=planned, suppressed=suppressed)
 
@@ -529,6 +678,23 @@ class DunningStore:
                 {"batch_id": batch_id, "planned": PLANNED, "claimed": CLAIMED},
             ).all()
         return [LedgerRow(*r) for r in rows]
+
+    def batch_opted_out(self, batch_id: str) -> set[str]:
+        """Return the numbers of a batch's sendable rows that are on the opt-out list.
+
+        What ``opted_out`` answers for the phones of ``batch_rows``, in one join on the server
+        rather than a statement per 900 numbers.
+        """
+        with self.engine.connect() as conn:
+            return set(
+                conn.execute(
+                    sa.text(
+                        "SELECT DISTINCT c.phone FROM contact_ledger c JOIN opt_out o ON o.phone = c.phone "
+                        "WHERE c.batch_id = :batch_id AND c.state IN (:planned, :claimed)"
+                    ),
+                    {"batch_id": batch_id, "planned": PLANNED, "claimed": CLAIMED},
+                ).scalars()
+            )
 
     def claim(self, keys: Sequence[str], run_id: str) -> int:
         """Mark rows CLAIMED just before they are sent; return how many were claimable.
@@ -705,6 +871,163 @@ class DunningStore:
                 for n, mid in enumerate(o.message_ids, start=1)
             ],
         )
+
+    # -- send log (PostgreSQL; see schema.sql) --------------------------------------------
+
+    @property
+    def send_log(self) -> bool:
+        """Return whether send tasks log claims and answers and settle them in bulk (PostgreSQL).
+
+        SQLite and MariaDB update the ledger row per claim and per answer (``claim``,
+        ``record_submits``); the ledger ends the same either way.
+        """
+        return self.dialect == "postgresql"
+
+    def _log_cursor(self, synchronous: bool = True) -> Any:
+        """Return this thread's cursor for the send log's writes, on a connection of its own.
+
+        The writes sit on the bind's critical path, in the process whose bind thread is busy
+        with the SMSC: each is one statement in autocommit (one round trip, no BEGIN/COMMIT),
+        on a driver connection the thread keeps (no pool checkout and SQLAlchemy execution per
+        write, which cost several times the statement). ``synchronous`` false: the session has
+        ``synchronous_commit = off`` (see ``log_responses``). ``close_log_connections`` ends them.
+        """
+        if getattr(self, "_log_lock", None) is None:
+            self._log_lock = threading.Lock()
+            self._log_conns: dict[tuple[int, bool], Any] = {}
+        slot = (threading.get_ident(), synchronous)
+        opened = self._log_conns.get(slot)
+        if opened is None:
+            fairy = self.engine.raw_connection()
+            driver = fairy.driver_connection
+            driver.autocommit = True
+            if not synchronous:
+                driver.execute("SET synchronous_commit = off")
+            opened = (driver.cursor(), fairy)
+            with self._log_lock:
+                self._log_conns[slot] = opened
+        return opened[0]
+
+    def close_log_connections(self) -> None:
+        """Close the connections ``_log_cursor`` opened (they are not handed back to the pool)."""
+        with getattr(self, "_log_lock", None) or threading.Lock():
+            opened = list(getattr(self, "_log_conns", {}).values())
+            self._log_conns = {}
+        for _, fairy in opened:
+            fairy.invalidate()  # closes the driver connection: its session settings go with it
+
+    def log_claim(self, claim_id: str, batch_id: str, keys: Sequence[str], run_id: str, gateway: str) -> None:
+        """Log that ``keys`` (a chunk of ``batch_id``) are about to be sent: one row, one index entry.
+
+        Until a response is logged for one of them, such a row is "claimed, no response": a
+        retry resends it (once), which is what the ledger's CLAIMED state means.
+        """
+        self._log_cursor().execute(_LOG_CLAIM_PG, {
+            "claim_id": claim_id, "batch_id": batch_id, "run_id": run_id, "gateway": gateway,
+            "now": utcnow(), "keys": ",".join(keys),
+        })  # fmt: skip
+
+    def log_responses(
+        self, outcomes: Sequence[SubmitOutcome], claims: Mapping[str, str], *, synchronous: bool = True
+    ) -> dict[str, int]:
+        """Append the gateway's answers to the send log in one statement; settled later in bulk.
+
+        Once committed, a row with an answer here is never resubmitted (``settle_sends`` turns
+        it into SUBMITTED with its message ids, FAILED, or PLANNED for a transient refusal).
+
+        :param outcomes: the answers, each for a row of a logged claim
+        :param claims: claim id of each outcome's key
+        :param synchronous: false: commit without waiting for the WAL flush
+            (``synchronous_commit = off`` for this session only). A worker killed after the
+            commit loses nothing: the server has the row. A crash of the PostgreSQL server
+            itself can lose the last few hundred milliseconds of such commits (up to three
+            ``wal_writer_delay``); their rows then count as claimed with no response and are
+            resent once, as in doubt. Any later durable commit (a claim, a settle) flushes
+            them too, so a send task that ended has them all on disk.
+        :return: counts of ``submitted``, ``failed`` and ``transient``
+        """
+        counts = {"submitted": 0, "failed": 0, "transient": 0}
+        lines = []
+        for o in outcomes:
+            if o.accepted:
+                counts["submitted"] += 1
+                lines.append(
+                    f"{claims[o.key]}\x1f{o.key}\x1f{SUBMITTED}\x1f{','.join(o.message_ids)}\x1f\x1f"
+                )
+            else:
+                counts["failed" if o.permanent else "transient"] += 1
+                state = FAILED if o.permanent else PLANNED
+                reason = (o.error or "")[:200]
+                lines.append(f"{claims[o.key]}\x1f{o.key}\x1f{state}\x1f\x1f{o.error_code or ''}\x1f{reason}")
+        if not outcomes:
+            return counts
+        # The answers travel as one text parameter, split on the server (one row per record
+        # separator, one field per unit separator): far less work in this process than one
+        # array parameter per column. A field holding a separator (an odd SMSC message id or
+        # error text) falls back to the array form.
+        text = "\x1e".join(lines)
+        if text.count("\x1e") == len(lines) - 1 and text.count("\x1f") == 5 * len(lines):
+            stmt, params = _LOG_RESPONSES_TEXT_PG, {"rows": text}
+        else:
+            stmt, params = _LOG_RESPONSES_PG, {
+                "claims": [claims[o.key] for o in outcomes], "keys": [o.key for o in outcomes],
+                "states": [SUBMITTED if o.accepted else FAILED if o.permanent else PLANNED for o in outcomes],
+                "ids": [",".join(o.message_ids) if o.accepted else None for o in outcomes],
+                "codes": [None if o.accepted else o.error_code for o in outcomes],
+                "reasons": [None if o.accepted else (o.error or "")[:200] for o in outcomes],
+            }  # fmt: skip
+        params["now"] = utcnow()
+        self._log_cursor(synchronous).execute(stmt, params)
+        return counts
+
+    def settle_sends(
+        self,
+        *,
+        batch_id: str | None = None,
+        claim_ids: Sequence[str] | None = None,
+        campaign: str | None = None,
+    ) -> int:
+        """Apply logged claims and answers to the ledger in one statement; return the rows settled.
+
+        Each claimed row becomes what ``claim`` and ``record_submits`` would have made it:
+        SUBMITTED with its message ids and one ``message_part`` per part, FAILED with the code,
+        PLANNED again after a transient refusal, or CLAIMED (``send_tries`` counted, no response:
+        in doubt) when no answer was logged. What is applied leaves the log. Give ``claim_ids``
+        (claims whose answers are all logged), ``batch_id`` (everything logged for the batch,
+        e.g. before a retry reads it) or ``campaign`` (everything logged for the campaign's
+        batches: what a send task that died for good left behind, settled before the next plan
+        of the campaign so that a row already sent is never refreshed or superseded as if it
+        were still PLANNED; call it only while none of the campaign's send tasks runs). A no-op
+        without the send log.
+        """
+        if not self.send_log:
+            return 0
+        with self.engine.begin() as conn:
+            if claim_ids is None and campaign is not None:
+                claim_ids = list(
+                    conn.exec_driver_sql(
+                        "SELECT s.claim_id FROM send_claim AS s WHERE EXISTS (SELECT 1 FROM contact_ledger "
+                        "AS l WHERE l.batch_id = s.batch_id AND l.campaign = %(campaign)s)",
+                        {"campaign": campaign},
+                    ).scalars()
+                )
+            elif claim_ids is None:
+                claim_ids = list(
+                    conn.exec_driver_sql(
+                        "SELECT claim_id FROM send_claim WHERE batch_id = %(batch_id)s",
+                        {"batch_id": batch_id},
+                    ).scalars()
+                )
+            if not claim_ids:
+                return 0
+            return conn.exec_driver_sql(_SETTLE_SENDS_PG, {"ids": list(claim_ids)}).rowcount or 0
+
+    def unsettled_sends(self) -> int:
+        """Return how many logged answers wait to be settled into the ledger (0 without the log)."""
+        if not self.send_log:
+            return 0
+        with self.engine.connect() as conn:
+            return conn.exec_driver_sql("SELECT COUNT(*) FROM send_response").scalar_one()
 
     # -- receipts -------------------------------------------------------------------------
 

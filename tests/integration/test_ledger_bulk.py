@@ -152,6 +152,35 @@ def test_a_bad_row_fails_the_whole_upsert(store):
     assert ledger_rows(store) == {}  # never a partial load
 
 
+def test_odd_text_survives_the_refresh_too(store):
+    """The second plan of odd rows goes through the staged upsert (PostgreSQL: tmp_plan)."""
+    odd = [row(1, message_text=ODD_TEXT, amount=None), row(2, message_text="\\N", reason="a\tb\\c")]
+    store.upsert_planned(odd)
+    again = [{**r, "message_text": r["message_text"] + "\n再次", "debtor_name": "\\N\t"} for r in odd]
+    assert store.upsert_planned(again) == UpsertCounts(refreshed=2, planned=2)
+    assert ledger_rows(store) == {r["idempotency_key"]: r for r in again}
+
+
+def test_a_key_the_sample_misses_falls_back_to_the_upsert(store, caplog):
+    """A chunk whose sampled keys are all new but which holds a known key still upserts it."""
+    rows = [row(n) for n in range(1000)]
+    # Rows 1 and 2 are never sampled (every 3rd key of a 1,000-row chunk is probed): 1 is
+    # replannable, 2 is claimed, so a plain COPY of the chunk fails and the upsert takes it.
+    store.upsert_planned([rows[1], rows[2]])
+    store.claim([rows[2]["idempotency_key"]], "run-1")
+    changed = [{**r, "message_text": "today"} for r in rows]
+    with caplog.at_level("INFO", logger="include.dunning.ledger"):
+        counts = store.upsert_planned(changed, chunk_size=1000)
+    assert counts == UpsertCounts(new=998, refreshed=1, planned=999)
+    stored = ledger_rows(store)
+    assert len(stored) == 1000
+    assert stored[rows[1]["idempotency_key"]]["message_text"] == "today"
+    assert stored[rows[2]["idempotency_key"]]["message_text"] != "today"  # claimed: untouched
+    assert all(stored[r["idempotency_key"]]["message_text"] == "today" for r in rows[3:])
+    if store.dialect == "postgresql":
+        assert "a key is in the ledger already" in caplog.text  # the COPY was tried and rolled back
+
+
 def _submit(store, pairs):
     keys = [k for k, _ in pairs]
     store.claim(keys, "run-1")

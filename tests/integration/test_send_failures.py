@@ -159,3 +159,18 @@ def test_a_dropped_connection_leaves_only_the_unanswered_rows_uncertain(tmp_path
     assert set(states(store)) == {"SUBMITTED"}
     # only messages the first SMSC took without answering can have arrived twice
     assert first - answered <= 1
+
+
+def test_numbers_opted_out_since_planning_are_suppressed_not_sent(store, monkeypatch):
+    store.add_opt_out("13800100001", "reply")
+    store.add_opt_out("13800100003", "reply")
+    store.add_opt_out("13900000000", "reply")  # a number of no row: nothing to suppress
+    with SmscSimulator() as sim:
+        smpp_conn(monkeypatch, sim.port)
+        counts = send(store)
+        received = sorted(m["destination"] for m in sim.messages)
+    assert counts["suppressed"] == 2 and counts["submitted"] == 3
+    assert received == ["13800100000", "13800100002", "13800100004"]
+    with store.engine.connect() as conn:
+        rows = dict(conn.execute(sa.text("SELECT phone, state FROM contact_ledger")).all())
+    assert rows["13800100001"] == rows["13800100003"] == ledger.SUPPRESSED

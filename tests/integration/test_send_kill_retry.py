@@ -1,10 +1,12 @@
 """A send task SIGKILLed mid-batch and retried: nothing lost, duplicates bounded by the in-doubt limit.
 
 The real send path (``SmppSendOperator.execute``) runs in a child process against the SMSC
-simulator over a real socket, with 2,000 planned rows in a SQLite dunning store. The child is
+simulator over a real socket, with 2,000 planned rows in a dunning store. The child is
 killed with SIGKILL while a window of submit_sm waits for its responses (the simulator holds
 them for ``LATENCY`` seconds), then a new process runs the same batch again, as Airflow's
-retry would. The send path claims rows ahead of the bind and records answers behind it
+retry would. Run on SQLite (ledger rows updated per claim and answer) and on PostgreSQL
+(claims and answers in the send log; the retry settles what the killed try logged). The
+send path claims rows ahead of the bind and records answers behind it
 (operators/smpp_pipeline.py): rows claimed and never sent are resent once, not twice; rows
 sent with no recorded answer (at most one window, the default ``max_in_doubt``) are
 the only possible duplicates.
@@ -49,7 +51,8 @@ class TI:
     def xcom_push(self, key, value):
         pass
 
-op = SmppSendOperator(task_id="send_sms", batch_id=sys.argv[1])
+# Any hour: the test is about kill and retry, not the SMS sending window.
+op = SmppSendOperator(task_id="send_sms", batch_id=sys.argv[1], respect_sending_window=False)
 print("COUNTS " + json.dumps(op.execute({"run_id": "r1", "ti": TI(), "params": {}})), flush=True)
 """
 
@@ -99,9 +102,29 @@ def start_send(batch_id: str, env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
-def test_sigkill_mid_batch_then_retry_loses_nothing_and_bounds_duplicates(tmp_path: Path) -> None:
-    path = tmp_path / "store.sqlite"
-    store = DunningStore(f"sqlite:///{path}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_and_conn(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[DunningStore, dict]:
+    """Yield an empty dunning store and its Airflow connection: SQLite (ledger updated per
+    claim and answer) and PostgreSQL (claims and answers in the send log, settled in bulk)."""
+    if request.param == "sqlite":
+        path = tmp_path / "store.sqlite"
+        return DunningStore(f"sqlite:///{path}"), {"conn_type": "sqlite", "host": str(path)}
+    url = sa.engine.make_url(request.getfixturevalue("pg_url"))
+    conn = {
+        "conn_type": "postgres",
+        "host": url.host,
+        "port": url.port,
+        "login": url.username,
+        "password": url.password,
+        "schema": url.database,
+    }
+    return DunningStore(request.getfixturevalue("pg_url")), conn
+
+
+def test_sigkill_mid_batch_then_retry_loses_nothing_and_bounds_duplicates(
+    store_and_conn: tuple[DunningStore, dict],
+) -> None:
+    store, store_conn = store_and_conn
     store.create_schema()
     store.upsert_planned(planned_row(n) for n in range(ROWS))
     (batch_id,) = store.assign_batches("tax_payment", AS_OF, "r1", batch_size=ROWS)
@@ -120,7 +143,7 @@ def test_sigkill_mid_batch_then_retry_loses_nothing_and_bounds_duplicates(tmp_pa
             os.environ,
             PYTHONPATH=str(REPO),
             AIRFLOW_CONN_SMPP_DEFAULT=json.dumps(smpp),
-            AIRFLOW_CONN_DUNNING_STORE=json.dumps({"conn_type": "sqlite", "host": str(path)}),
+            AIRFLOW_CONN_DUNNING_STORE=json.dumps(store_conn),
         )
         first = start_send(batch_id, env)
         try:
@@ -138,6 +161,12 @@ def test_sigkill_mid_batch_then_retry_loses_nothing_and_bounds_duplicates(tmp_pa
         assert first.returncode == -signal.SIGKILL
         time.sleep(LATENCY * 2)  # the cut session's held responses are dropped, nothing else comes
         received_before = Counter(m["destination"] for m in sim.messages)
+        if store.send_log:
+            # What the killed try logged and had not settled: at least the chunk on the wire.
+            # The retry settles it first; settling it here shows the ledger the retry reads.
+            with store.engine.connect() as conn:
+                assert conn.execute(sa.text("SELECT COUNT(*) FROM send_claim")).scalar_one() > 0
+            assert store.settle_sends(batch_id=batch_id) > 0
         before = rows_by_state(store)
         claimed = before.get(ledger.CLAIMED, set())
 
@@ -161,3 +190,7 @@ def test_sigkill_mid_batch_then_retry_loses_nothing_and_bounds_duplicates(tmp_pa
     # reached the SMSC before the kill: at most MAX_IN_DOUBT of them.
     assert duplicates == claimed & set(received_before)
     assert 0 < len(duplicates) <= MAX_IN_DOUBT
+    if store.send_log:  # everything logged was settled: the log is empty again
+        assert store.unsettled_sends() == 0
+        with store.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT COUNT(*) FROM send_claim")).scalar_one() == 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 
 import pytest
@@ -188,9 +188,21 @@ class SlowLedger(DunningStore):
         self.committed += len(outcomes)
         return counts
 
+    def log_responses(
+        self, outcomes: Sequence[SubmitOutcome], claims: Mapping[str, str], *, synchronous: bool = True
+    ) -> dict[str, int]:
+        # The same with the send log: an answer counts as recorded once its log row commits.
+        gap = self.sim.submits - self.committed
+        self.largest_gap = max(self.largest_gap, gap)
+        time.sleep(0.03)
+        counts = super().log_responses(outcomes, claims, synchronous=synchronous)
+        self.committed += len(outcomes)
+        return counts
 
+
+@pytest.mark.parametrize("logged", [False, True], ids=["ledger", "send_log"])
 def test_in_doubt_rows_never_exceed_the_bound_when_the_ledger_lags(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, logged: bool
 ) -> None:
     from hooks.smpp import SmppHook
     from operators.smpp_pipeline import send_rows
@@ -199,17 +211,20 @@ def test_in_doubt_rows_never_exceed_the_bound_when_the_ledger_lags(
     with SmscSimulator() as sim:
         set_connections(monkeypatch, sim.port, pg_url, window)
         slow = SlowLedger(pg_url, sim, bound)
-        batch_id = new_batch(slow, rows, "slow", multipart=False)
+        tag = f"slow{int(logged)}"
+        batch_id = new_batch(slow, rows, tag, multipart=False)
         batch = slow.batch_rows(batch_id)
         counts: dict[str, int] = {}
         with SmppHook(bind_mode="transmitter") as hook:
             taken = send_rows(
-                hook, slow, batch, gateway="smpp_default", run_id="r1", max_in_doubt=bound, counts=counts
-            )
+                hook, slow, batch, gateway="smpp_default", run_id="r1", max_in_doubt=bound, counts=counts,
+                batch_id=batch_id if logged else None,
+            )  # fmt: skip
         slow.engine.dispose()
     assert taken == len(batch) == counts["submitted"]
     assert window < slow.largest_gap <= bound  # the bound held the bind back, not the window
-    assert {state for state, _ in ledger_rows(slow, "slow").values()} == {ledger.SUBMITTED}
+    assert {state for state, _ in ledger_rows(slow, tag).values()} == {ledger.SUBMITTED}
+    assert slow.unsettled_sends() == 0  # with the log: all settled before send_rows returned
 
 
 def test_prepare_can_end_the_batch_and_the_rest_stays_planned(

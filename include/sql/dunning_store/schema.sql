@@ -56,6 +56,33 @@ CREATE TABLE IF NOT EXISTS message_part (
 );
 CREATE INDEX IF NOT EXISTS ix_part_key ON message_part (idempotency_key);
 
+-- The send log (PostgreSQL): what a send task did, appended while it sends and settled into
+-- contact_ledger in bulk (DunningStore.settle_sends), so the hot path never updates a wide,
+-- indexed ledger row per message. One send_claim row per claimed chunk of a batch (its keys,
+-- comma-separated): those rows are "claimed, no response" until a send_response row (one per
+-- message: SUBMITTED with its message ids, FAILED, or PLANNED for a transient refusal) says
+-- otherwise. A row with a send_response is never resubmitted; a retry settles the log first.
+-- Settling deletes what it applied and writes message_part, so both tables stay small.
+CREATE TABLE IF NOT EXISTS send_claim (
+    claim_id          VARCHAR(40)   NOT NULL PRIMARY KEY,
+    batch_id          VARCHAR(120)  NOT NULL,
+    run_id            VARCHAR(250)  NOT NULL,
+    gateway           VARCHAR(40)   NOT NULL,
+    claimed_at        TIMESTAMP     NOT NULL,
+    claimed_keys      TEXT          NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ix_send_claim_batch ON send_claim (batch_id);
+CREATE TABLE IF NOT EXISTS send_response (
+    claim_id          VARCHAR(40)   NOT NULL,
+    idempotency_key   VARCHAR(64)   NOT NULL,
+    outcome           VARCHAR(12)   NOT NULL,
+    message_ids       TEXT,
+    error_code        VARCHAR(20),
+    reason            VARCHAR(200),
+    logged_at         TIMESTAMP     NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ix_send_response_claim ON send_response (claim_id);
+
 -- Receipts whose message id is not (yet) known: kept for later matching, never dropped.
 CREATE TABLE IF NOT EXISTS receipt_unmatched (
     gateway           VARCHAR(40)   NOT NULL,
