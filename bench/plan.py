@@ -2,15 +2,19 @@
 
 Writes a synthetic *validated* Parquet file shaped like the validate step's output (the levy
 ``overdue_liabilities`` or billing ``dunning_items`` columns, in extract order, not sorted by
-phone), then plans it the way ``PlanContactsOperator`` does: phone-sorted chunks
-(``include.dunning.chunks``), opt-out and recent-contact lookups per chunk, the real planner
-(``plan_tax_payment`` / ``plan_power``), and optionally the ledger UPSERT per chunk. Prints
-records per second, messages per second and the peak RSS of the planning process. Nothing
-is asserted; figures go to docs/benchmarks.md.
+phone), then plans it with the plan task's own loop (``PlanContactsOperator.plan_chunks``):
+phone-sorted chunks (``include.dunning.chunks``), opt-out and recent-contact lookups per chunk
+(deterministic stand-ins for the store's), the real planner (``plan_tax_payment`` /
+``plan_power``) in the operator's worker processes (``--processes``, default as the operator),
+routing, counts, ``after_plan`` and the preview CSV; the ledger UPSERT only with ``--store``
+(bench/ledger.py measures it). Prints records per second end to end, the peak RSS of the task
+process and of the largest worker, and CPU time. Nothing is asserted; figures go to
+docs/benchmarks.md.
 
     python bench/plan.py --campaign tax --debtors 1000000
     python bench/plan.py --campaign power --debtors 1000000
     python bench/plan.py --campaign tax --debtors 10000000          # memory at 10M
+    python bench/plan.py --campaign tax --debtors 1000000 --processes 1   # in the task's process
     python bench/plan.py --campaign tax --debtors 200000 --mode pandas   # the old whole-frame path
 
 ``--shape sqlite`` writes amounts as doubles and dates as strings (what SQLite sources give);
@@ -31,6 +35,7 @@ import zlib
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -283,6 +288,7 @@ def main() -> None:
                         help="chunked: the plan step's loop; pandas: whole frame, sort_values, to_dict")  # fmt: skip
     parser.add_argument("--file", type=Path, help="reuse or keep the generated Parquet file here")
     parser.add_argument("--store", help="also UPSERT each chunk into this dunning store (SQLAlchemy URL)")
+    parser.add_argument("--processes", type=int, help="planning processes (default: the operator's default)")
     parser.add_argument("--opted-out-share", type=float, default=0.01)
     parser.add_argument("--recent-share", type=float, default=0.02)
     parser.add_argument(
@@ -318,114 +324,174 @@ def main() -> None:
             os.unlink(path)
 
 
+class BenchStore:
+    """The dunning store as the plan step uses it, with deterministic opt-outs and recent contacts.
+
+    ``opted_out`` and ``recent_contacts`` answer from a hash of the number (about
+    ``--opted-out-share`` and ``--recent-share`` of them); with ``--store`` the rows are really
+    UPSERTed into that store, else the ledger write (measured by bench/ledger.py) is skipped.
+    """
+
+    def __init__(self, opted_out_share: float, recent_share: float, real: Any = None) -> None:
+        self.opted_share = int(opted_out_share * 10_000)
+        self.recent_share = int(recent_share * 10_000)
+        self.real = real
+        self.upsert_seconds = 0.0
+
+    def opted_out(self, phones: list[str]) -> set[str]:
+        return {p for p in phones if zlib.crc32(p.encode()) % 10_000 < self.opted_share}
+
+    def recent_contacts(self, phones: list[str], since: datetime) -> dict[str, datetime]:
+        last = datetime(2026, 11, 20, 9)
+        return {p: last for p in phones if zlib.crc32(p[::-1].encode()) % 10_000 < self.recent_share}
+
+    def contact_history(self, campaign: str, since: date) -> dict:
+        return self.real.contact_history(campaign, since=since) if self.real is not None else {}
+
+    def flag_for_staff(self, flags: list) -> int:
+        return self.real.flag_for_staff(flags) if self.real is not None else 0
+
+    def upsert_planned(self, rows: list[dict]) -> Any:
+        from include.dunning.ledger import UpsertCounts
+
+        if self.real is None:
+            return UpsertCounts()
+        t = time.perf_counter()
+        counts = self.real.upsert_planned(rows)
+        self.upsert_seconds += time.perf_counter() - t
+        return counts
+
+
 def run(args: argparse.Namespace, path: Path) -> None:
-    from include.dunning import chunks, planner, sms, templates
-    from include.dunning.ladder import load_ladder
+    if args.mode == "pandas":
+        run_pandas(args, path)
+        return
+    from include.dunning import chunks
+    from operators.plan import PlanPowerOperator, PlanTaxPaymentOperator
 
+    processes = args.processes or chunks.default_processes()
     if args.reference:
-        templates.render = templates.render_with_jinja
-        templates.sms_parts = lambda text: sms._greedy_parts(text, sms.choose_coding(text))
-
-    sort = TAX_SORT if args.campaign == "tax" else POWER_SORT
-    planned_at = datetime(2026, 11, 23, 1)
-    if args.campaign == "tax":
-        campaign = planner.TaxPaymentCampaign()
-        campaign.lint()
-
-        def plan(records, **inputs):
-            return planner.plan_tax_payment(records, campaign=campaign, **inputs)
-    else:
-        campaign = planner.PowerCampaign(voice_gateway="modem_pool")
-        ladder = load_ladder("power")
-
-        def plan(records, **inputs):
-            return planner.plan_power(records, campaign=campaign, ladder=ladder, **inputs)
-
-    store = None
+        reference_paths()
+        processes = 1  # the swapped functions live in this process only
+    real = None
     if args.store:
         from include.dunning.ledger import DunningStore
 
-        store = DunningStore(args.store)
-        store.create_schema()
-
-    def decision_inputs(phones: list[str]) -> dict:
-        # Deterministic stand-ins for the store's opt-out and recent-contact lookups.
-        opted = {p for p in phones if zlib.crc32(p.encode()) % 10_000 < args.opted_out_share * 10_000}
-        recent = {
-            p: datetime(2026, 11, 20, 9)
-            for p in phones
-            if zlib.crc32(p[::-1].encode()) % 10_000 < args.recent_share * 10_000
-        }
-        return {"opted_out": opted, "last_contact": recent}
+        real = DunningStore(args.store)
+        real.create_schema()
+    store = BenchStore(args.opted_out_share, args.recent_share, real)
+    if args.campaign == "tax":
+        op = PlanTaxPaymentOperator(task_id="plan", valid_path=str(path), chunk_rows=args.chunk_rows,
+                                    plan_processes=processes)  # fmt: skip
+    else:
+        op = PlanPowerOperator(task_id="plan", valid_path=str(path), voice_gateway="modem_pool",
+                               chunk_rows=args.chunk_rows, plan_processes=processes)  # fmt: skip
+    preview = Path(tempfile.gettempdir()) / f"bench_plan_preview_{os.getpid()}.csv"
+    planned_at = datetime(2026, 11, 23, 1)
 
     records_in = messages = suppressed = parts = 0
-    t_read = t_plan = t_store = c_read = c_plan = 0.0
     started = time.perf_counter()
     cpu_started = time.process_time()
-    if args.mode == "pandas":
-        import pandas as pd
-
-        t, c = time.perf_counter(), time.process_time()
-        frame = pd.read_parquet(path).sort_values(list(sort), kind="stable")
-        recs = frame.to_dict("records")
-        del frame
-        t_read += time.perf_counter() - t
-        c_read += time.process_time() - c
-        batches = [recs]
-    else:
-        batches = None
-    source = (
-        batches
-        if batches is not None
-        else (
-            chunks.records(c)
-            for c in chunks.phone_sorted_chunks(
-                path, sort, chunk_rows=args.chunk_rows, exclude=chunks.VALIDATION_COLUMNS
-            )
-        )
-    )
-    iterator = iter(source)
-    while True:
-        t, c = time.perf_counter(), time.process_time()
-        recs = next(iterator, None)
-        t_read += time.perf_counter() - t
-        c_read += time.process_time() - c
-        if recs is None:
-            break
-        t, c = time.perf_counter(), time.process_time()
-        phones = list({r["mobile_normalized"] for r in recs})
-        rows = list(plan(recs, as_of=AS_OF, run_id="bench", planned_at=planned_at, **decision_inputs(phones)))
-        t_plan += time.perf_counter() - t
-        c_plan += time.process_time() - c
-        records_in += len(recs)
-        messages += len(rows)
-        suppressed += sum(1 for r in rows if r["state"] == "SUPPRESSED")
-        parts += sum(r["parts"] for r in rows)
-        if store is not None:
-            t = time.perf_counter()
+    # What PlanContactsOperator.execute does per chunk, minus the ledger write (unless --store):
+    # campaign (lint, ladder), history, chunked planning in the operator's processes, routing,
+    # counts, after_plan, preview CSV.
+    campaign = op.make_campaign()
+    inputs = op.extra_inputs(store, campaign, AS_OF)
+    records_in = pq.ParquetFile(path).metadata.num_rows
+    with path.open("rb") as fh, preview.open("w", encoding="utf-8-sig") as out:
+        out.write(templates_preview_header())
+        for rows, summary in op.plan_chunks(
+            fh, campaign, store, as_of=AS_OF, run_id="bench", planned_at=planned_at, inputs=inputs
+        ):
             store.upsert_planned(rows)
-            t_store += time.perf_counter() - t
-        del recs, rows
+            if summary["preview"]:
+                out.write(summary["preview"])
+            messages += len(rows)
+            suppressed += sum(summary["decided"].values())
+            parts += sum(r["parts"] for r in rows)
+            del rows
     total = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_children = children.ru_utime + children.ru_stime
+    preview.unlink()
     print(
-        f"{args.campaign} ({args.shape}, {args.mode}{', reference' if args.reference else ''}): {records_in:,} records -> {messages:,} ledger rows "
+        f"{args.campaign} ({args.shape}, chunked, {processes} process{'es' if processes > 1 else ''}"
+        f"{', reference' if args.reference else ''}): {records_in:,} records -> {messages:,} ledger rows "
         f"({suppressed:,} suppressed, {parts:,} SMS parts)"
     )
     print(
-        f"  read+sort+records {t_read:.1f} s, plan {t_plan:.1f} s"
-        + (f", upsert {t_store:.1f} s" if store is not None else "")
-        + f"; total {total:.1f} s"
+        f"  total {total:.1f} s"
+        + (f" (upsert {store.upsert_seconds:.1f} s)" if real is not None else "")
+        + f": {records_in / total:,.0f} records/s end to end, {messages / total:,.0f} ledger rows/s"
     )
     print(
-        f"  {records_in / total:,.0f} records/s end to end ({records_in / t_plan:,.0f}/s in the planner), "
-        f"{messages / total:,.0f} ledger rows/s; peak RSS {peak_rss_mib():,.0f} MiB"
+        f"  peak RSS {peak_rss_mib():,.0f} MiB (task process)"
+        + (
+            f" + {chunks.worker_peak_rss_mib():,.0f} MiB (largest worker) x {processes}"
+            if processes > 1
+            else ""
+        )
     )
     print(
-        f"  CPU time {cpu:.1f} s (read+sort+records {c_read:.1f} s, plan {c_plan:.1f} s): "
-        f"{records_in / cpu:,.0f} records per CPU-second end to end, {records_in / c_plan:,.0f} in the planner "
-        "(busy machines: compare these)"
+        f"  CPU time {cpu + cpu_children:.1f} s (task process {cpu:.1f} s, workers {cpu_children:.1f} s): "
+        f"{records_in / (cpu + cpu_children):,.0f} records per CPU-second (busy machines: compare these)"
     )
+
+
+def templates_preview_header() -> str:
+    from include.dunning import planner
+
+    return planner.preview_csv([], header=True)
+
+
+def reference_paths() -> None:
+    """Swap in the straightforward render (Jinja) and part count (character by character)."""
+    from include.dunning import sms, templates
+
+    templates.render = templates.render_with_jinja
+    templates.sms_parts = lambda text: sms._greedy_parts(text, sms.choose_coding(text))
+
+
+def run_pandas(args: argparse.Namespace, path: Path) -> None:
+    """Plan the old way: the whole file in pandas, ``sort_values``, ``to_dict``, one planner call."""
+    import pandas as pd
+
+    from include.dunning import planner
+    from include.dunning.ladder import load_ladder
+
+    if args.reference:
+        reference_paths()
+    sort = TAX_SORT if args.campaign == "tax" else POWER_SORT
+    planned_at = datetime(2026, 11, 23, 1)
+    store = BenchStore(args.opted_out_share, args.recent_share)
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    if args.campaign == "tax":
+        campaign = planner.TaxPaymentCampaign()
+        campaign.lint()
+        ladder = load_ladder("tax")
+        plan = planner.plan_tax_payment
+    else:
+        campaign = planner.PowerCampaign(voice_gateway="modem_pool")
+        ladder = load_ladder("power")
+        plan = planner.plan_power
+    frame = pd.read_parquet(path).sort_values(list(sort), kind="stable")
+    recs = frame.to_dict("records")
+    del frame
+    phones = list({r["mobile_normalized"] for r in recs})
+    rows = list(
+        plan(recs, as_of=AS_OF, run_id="bench", planned_at=planned_at, campaign=campaign, ladder=ladder,
+             opted_out=store.opted_out(phones), last_contact=store.recent_contacts(phones, planned_at))
+    )  # fmt: skip
+    total = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    print(f"{args.campaign} ({args.shape}, pandas{', reference' if args.reference else ''}): "
+          f"{len(recs):,} records -> {len(rows):,} ledger rows")  # fmt: skip
+    print(
+        f"  total {total:.1f} s: {len(recs) / total:,.0f} records/s end to end; peak RSS {peak_rss_mib():,.0f} MiB"
+    )
+    print(f"  CPU time {cpu:.1f} s: {len(recs) / cpu:,.0f} records per CPU-second")
 
 
 if __name__ == "__main__":

@@ -20,12 +20,7 @@ from operators.common import (
 )
 
 if TYPE_CHECKING:
-    import pandas as pd
-
-
-def _records(frame: Any) -> list[dict[str, Any]]:
-    """Return the planner's input rows: a chunk's records as they are, a DataFrame's as dicts."""
-    return frame if isinstance(frame, list) else frame.to_dict("records")
+    import pyarrow as pa
 
 
 class PlanContactsOperator(BaseOperator):
@@ -37,7 +32,8 @@ class PlanContactsOperator(BaseOperator):
     touched, unsent ones get today's decision), suppresses earlier unsent rows no longer due,
     writes a preview CSV of the texts, and splits today's sendable rows into batches per channel
     and gateway. Returns the batch ids (XCom) for the mapped send task; pushes the counts
-    under ``counts``. Subclasses say which campaign and planner.
+    under ``counts``. Subclasses say which campaign (``make_campaign``) and planner
+    (``planner_name``).
 
     :param valid_path: the validated Parquet file (templated)
     :param signature: the 【signature】 of the messages (templated)
@@ -53,11 +49,17 @@ class PlanContactsOperator(BaseOperator):
     :param store_conn_id: Airflow connection of the dunning store
     :param chunk_rows: about how many validated rows are planned and written at a time (the
         rows of one number always stay in one chunk)
+    :param plan_processes: worker processes planning chunks side by side (texts, fees, keys);
+        None: ``DUNNING_PLAN_PROCESSES``, else min(2, CPUs). 1 plans in the task's process; a
+        file of one chunk is always planned there. Workers are fresh interpreters (``spawn``),
+        they never touch the store: lookups, routing and the ledger stay in the task's process
     """
 
     template_fields: Sequence[str] = ("valid_path", "signature", "dry_run")
     ui_color = "#e9f7ef"
     sort_columns: Sequence[str] = ("mobile_normalized",)
+    #: The planner of ``include.dunning.planner.ChunkPlan``: ``tax_payment``, ``power`` or ``filing``.
+    planner_name: str = ""
 
     def __init__(
         self,
@@ -71,6 +73,7 @@ class PlanContactsOperator(BaseOperator):
         dry_run: bool | str = False,
         store_conn_id: str = DEFAULT_STORE_CONN_ID,
         chunk_rows: int = 100_000,
+        plan_processes: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -83,17 +86,14 @@ class PlanContactsOperator(BaseOperator):
         self.dry_run = dry_run
         self.store_conn_id = store_conn_id
         self.chunk_rows = chunk_rows
+        self.plan_processes = plan_processes
 
     def make_campaign(self) -> Any:
         """Return the campaign settings (checked: templates linted, ladder loaded)."""
         raise NotImplementedError
 
-    def plan(self, frame: pd.DataFrame, campaign: Any, **decision_inputs: Any) -> Iterable[dict[str, Any]]:
-        """Return the campaign planner's rows for one chunk: records (dicts) sorted by ``sort_columns``."""
-        raise NotImplementedError
-
-    def after_plan(self, store: Any, frame: pd.DataFrame, *, as_of: Any, run_id: str) -> dict[str, Any]:
-        """Do campaign-specific bookkeeping beside the contacts (e.g. staff flags); return counts."""
+    def after_plan(self, store: Any, table: pa.Table, *, as_of: Any, run_id: str) -> dict[str, Any]:
+        """Do campaign-specific bookkeeping beside one chunk's contacts (e.g. staff flags); return counts."""
         return {}
 
     def extra_inputs(self, store: Any, campaign: Any, as_of: Any) -> dict[str, Any]:
@@ -103,17 +103,21 @@ class PlanContactsOperator(BaseOperator):
     def execute(self, context: Any) -> list[str]:
         from airflow.sdk import ObjectStoragePath
 
-        from include.dunning import chunks, ledger
-        from include.dunning.phones import mask
+        from include.dunning import ledger
 
         as_of = resolve_as_of(context)
         campaign = self.make_campaign()
         store = dunning_store(self.store_conn_id)
         now = ledger.utcnow()
+        # A send task of this campaign that died for good may have left answers in the send
+        # log; settle them first, so rows already sent are not refreshed as still PLANNED (no
+        # send task of the campaign runs now: one DAG run at a time, and its sends follow this).
+        settled = store.settle_sends(campaign=campaign.campaign)
+        if settled:
+            self.log.warning(
+                "settled %d rows a dead send task of %s left in the send log", settled, campaign.campaign
+            )
         inputs = self.extra_inputs(store, campaign, as_of)
-        # Chunked (memory stays flat at 10M rows): the validated file is read in chunks sorted by
-        # ``sort_columns`` that never split one number's rows (include.dunning.chunks); each chunk
-        # is planned, routed and UPSERTed before the next is read. Only counts are kept.
         written = ledger.UpsertCounts()
         decided: Counter[str] = Counter()
         by_stage: Counter[str] = Counter()
@@ -121,41 +125,19 @@ class PlanContactsOperator(BaseOperator):
         parts: dict[str, int] = {}
         extra: dict[str, Any] = {}
         contacts = 0
-        with_after_plan = type(self).after_plan is not PlanContactsOperator.after_plan
-        with ObjectStoragePath(self.valid_path).open("rb") as fh, self._preview(context, mask) as preview:
-            for table in chunks.phone_sorted_chunks(
-                fh, self.sort_columns, chunk_rows=self.chunk_rows, exclude=chunks.VALIDATION_COLUMNS
+        with ObjectStoragePath(self.valid_path).open("rb") as fh, self._preview(context) as preview:
+            for rows, summary in self.plan_chunks(
+                fh, campaign, store, as_of=as_of, run_id=context["run_id"], planned_at=now, inputs=inputs
             ):
-                records = chunks.records(table)
-                phones = list({r["mobile_normalized"] for r in records} - {None})
-                rows = list(
-                    self.plan(
-                        records,
-                        campaign,
-                        as_of=as_of,
-                        run_id=context["run_id"],
-                        planned_at=now,
-                        opted_out=store.opted_out(phones),
-                        last_contact=store.recent_contacts(
-                            phones, since=now - timedelta(days=campaign.cap_days)
-                        ),
-                        **inputs,
-                    )
-                )
-                del records
-                routed.update(self._route(rows))
-                decided.update(r["reason"].split(":")[0] for r in rows if r["state"] == ledger.SUPPRESSED)
-                by_stage.update(r["stage"] for r in rows if r["state"] == ledger.PLANNED)
-                for r in rows:
-                    if r["state"] == ledger.PLANNED and r["channel"] == "sms":
-                        parts[r["gateway"]] = parts.get(r["gateway"], 0) + int(r["parts"])
-                if with_after_plan:
-                    found = self.after_plan(store, table.to_pandas(), as_of=as_of, run_id=context["run_id"])
-                    for key, value in found.items():
-                        extra[key] = extra.get(key, 0) + value if isinstance(value, int) else value
-                del table
+                routed.update(summary["routed"])
+                decided.update(summary["decided"])
+                by_stage.update(summary["by_stage"])
+                for gateway, n in summary["parts"].items():
+                    parts[gateway] = parts.get(gateway, 0) + n
+                for key, value in summary["extra"].items():
+                    extra[key] = extra.get(key, 0) + value if isinstance(value, int) else value
                 written += store.upsert_planned(rows)
-                preview(rows)
+                preview(summary["preview"])
                 contacts += len(rows)
                 del rows
         for reason, n in sorted(decided.items()):
@@ -212,6 +194,105 @@ class PlanContactsOperator(BaseOperator):
             campaign.campaign, as_of, written.planned, counts["by_stage"], written.suppressed, len(batches),
         )  # fmt: skip
         return batches
+
+    def chunk_plan(
+        self, campaign: Any, *, as_of: Any, run_id: str, planned_at: Any, inputs: dict[str, Any]
+    ) -> Any:
+        """Return the picklable job that plans one chunk (``include.dunning.planner.ChunkPlan``)."""
+        from include.dunning import planner
+
+        return planner.ChunkPlan(
+            planner=self.planner_name,
+            campaign=campaign,
+            ladder=getattr(self, "_ladder", None),
+            as_of=as_of,
+            run_id=run_id,
+            planned_at=planned_at,
+            inputs=inputs,
+            preview=True,
+        )
+
+    def plan_chunks(
+        self,
+        source: Any,
+        campaign: Any,
+        store: Any,
+        *,
+        as_of: Any,
+        run_id: str,
+        planned_at: Any,
+        inputs: dict[str, Any],
+    ) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any]]]:
+        """Plan a validated Parquet file chunk by chunk; yield each chunk's rows and its summary.
+
+        Chunked (memory stays flat at 10M rows): the file is read in chunks sorted by
+        ``sort_columns`` that never split one number's rows (``include.dunning.chunks``). Each
+        chunk's opt-outs and recent contacts are looked up here, then the chunk is planned (texts,
+        fees, keys, preview lines) in ``plan_processes`` worker processes, in order, at most a
+        few chunks ahead. Routing, counts and campaign bookkeeping (``after_plan``) run here;
+        the caller writes the rows (ledger UPSERT) and the preview lines before the next chunk.
+        The summary has ``routed``, ``decided`` (suppression reasons), ``by_stage``, ``parts``
+        (SMS parts per gateway), ``extra`` (``after_plan`` counts) and ``preview`` (CSV lines).
+        """
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        from include.dunning import chunks, ledger
+
+        total = pq.ParquetFile(source).metadata.num_rows
+        if hasattr(source, "seek"):
+            source.seek(0)
+        processes = self.processes() if total > self.chunk_rows else 1
+        with_after_plan = type(self).after_plan is not PlanContactsOperator.after_plan
+        since = planned_at - timedelta(days=campaign.cap_days)
+
+        def with_lookups(tables: Iterable[Any]) -> Iterator[tuple[Any, dict[str, Any]]]:
+            for table in tables:
+                phones = [
+                    p for p in pc.unique(table.column("mobile_normalized")).to_pylist() if p is not None
+                ]
+                yield (
+                    table,
+                    {
+                        "opted_out": store.opted_out(phones),
+                        "last_contact": store.recent_contacts(phones, since=since),
+                    },
+                )
+
+        tables = chunks.phone_sorted_chunks(
+            source, self.sort_columns, chunk_rows=self.chunk_rows, exclude=chunks.VALIDATION_COLUMNS
+        )
+        job = self.chunk_plan(campaign, as_of=as_of, run_id=run_id, planned_at=planned_at, inputs=inputs)
+        if processes > 1:
+            self.log.info(
+                "planning %d rows in chunks of about %d in %d processes", total, self.chunk_rows, processes
+            )
+        for table, (rows, preview) in chunks.map_ordered(job, with_lookups(tables), processes=processes):
+            parts: dict[str, int] = {}
+            routed = self._route(rows)
+            for r in rows:
+                if r["state"] == ledger.PLANNED and r["channel"] == "sms":
+                    parts[r["gateway"]] = parts.get(r["gateway"], 0) + int(r["parts"])
+            summary = {
+                "routed": routed,
+                "decided": Counter(
+                    r["reason"].split(":")[0] for r in rows if r["state"] == ledger.SUPPRESSED
+                ),
+                "by_stage": Counter(r["stage"] for r in rows if r["state"] == ledger.PLANNED),
+                "parts": parts,
+                "extra": self.after_plan(store, table, as_of=as_of, run_id=run_id) if with_after_plan else {},
+                "preview": preview,
+            }
+            del table
+            yield rows, summary
+
+    def processes(self) -> int:
+        """Return how many worker processes plan chunks (``plan_processes``, else the default)."""
+        from include.dunning import chunks
+
+        if self.plan_processes is None:
+            return chunks.default_processes()
+        return max(1, int(self.plan_processes))
 
     def stage_priorities(self) -> dict[str, str]:
         """Return stage -> ``normal`` | ``urgent`` from the campaign's ladder (none: all normal)."""
@@ -295,32 +376,25 @@ class PlanContactsOperator(BaseOperator):
         return summary
 
     @contextmanager
-    def _preview(self, context: Any, mask: Any) -> Iterator[Any]:
-        """Open the preview CSV of the run's texts; yield a writer called once per planned chunk.
+    def _preview(self, context: Any) -> Iterator[Any]:
+        """Open the preview CSV of the run's texts; yield a writer of each chunk's preview lines.
 
-        The writer has the file's ``path``. Phones are masked; the file starts with a BOM so
-        spreadsheet programs read the Chinese texts as UTF-8.
+        The writer has the file's ``path``. Phones are masked (``planner.preview_csv``); the file
+        starts with a BOM so spreadsheet programs read the Chinese texts as UTF-8.
         """
-        import pandas as pd
+        from include.dunning import planner
 
         path = run_partition(context) / "plan" / "messages.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        columns = ["debtor_ids", "debtor_name", "stage", "channel", "state", "reason", "parts", "amount",
-                   "surcharge", "message_text"]  # fmt: skip
         with path.open("w", encoding="utf-8-sig") as fh:
-            first = [True]
+            fh.write(planner.preview_csv([], header=True))
 
-            def write(rows: list[dict[str, Any]]) -> None:
-                if not rows and not first[0]:
-                    return
-                frame = pd.DataFrame(rows, columns=columns).assign(phone=[mask(r["phone"]) for r in rows])
-                frame.to_csv(fh, index=False, header=first[0])
-                first[0] = False
+            def write(lines: str | None) -> None:
+                if lines:
+                    fh.write(lines)
 
             write.path = path  # type: ignore[attr-defined]
             yield write
-            if first[0]:
-                write([])
 
 
 class _RenotifyMixin:
@@ -343,19 +417,21 @@ class _RenotifyMixin:
         )
         return {"history": self._history}
 
-    def after_plan(self, store: Any, frame: pd.DataFrame, *, as_of: Any, run_id: str) -> dict[str, Any]:
+    def after_plan(self, store: Any, table: pa.Table, *, as_of: Any, run_id: str) -> dict[str, Any]:
         from include.dunning import planner
 
-        records = frame[["mobile_normalized", self.debtor_column]].dropna().to_dict("records")
-        flags = planner.failed_contact_flags(
-            records,
-            history=self._history,
-            ladder=self._ladder,
-            as_of=as_of,
-            run_id=run_id,
-            campaign=self._campaign_name,
-            debtor_column=self.debtor_column,
-        )
+        flags: list[dict[str, Any]] = []
+        if self._history:  # else nobody has an earlier, failed contact: nothing to flag
+            records = table.select(["mobile_normalized", self.debtor_column]).drop_null().to_pylist()
+            flags = planner.failed_contact_flags(
+                records,
+                history=self._history,
+                ladder=self._ladder,
+                as_of=as_of,
+                run_id=run_id,
+                campaign=self._campaign_name,
+                debtor_column=self.debtor_column,
+            )
         new = store.flag_for_staff(flags)
         self.log.info(
             "%d debtors behind numbers with %d+ failed contacts, %d newly flagged for staff",
@@ -375,6 +451,7 @@ class PlanTaxPaymentOperator(_RenotifyMixin, PlanContactsOperator):
 
     template_fields: Sequence[str] = (*PlanContactsOperator.template_fields, "voice_gateway", "holdout_share")
     sort_columns = ("mobile_normalized", "taxpayer_id", "deadline")
+    planner_name = "tax_payment"
 
     def __init__(
         self,
@@ -404,13 +481,6 @@ class PlanTaxPaymentOperator(_RenotifyMixin, PlanContactsOperator):
         campaign.lint()
         return campaign
 
-    def plan(self, frame: pd.DataFrame, campaign: Any, **decision_inputs: Any) -> Iterable[dict[str, Any]]:
-        from include.dunning import planner
-
-        return planner.plan_tax_payment(
-            _records(frame), campaign=campaign, ladder=self._ladder, **decision_inputs
-        )
-
 
 class PlanPowerOperator(_RenotifyMixin, PlanContactsOperator):
     """Plan today's electricity contacts on the power ladder: dunning, cut-off notices, balance alerts.
@@ -432,6 +502,7 @@ class PlanPowerOperator(_RenotifyMixin, PlanContactsOperator):
     )
     sort_columns = ("mobile_normalized", "account_no", "kind", "due_date")
     debtor_column = "account_no"
+    planner_name = "power"
 
     def __init__(
         self,
@@ -465,11 +536,6 @@ class PlanPowerOperator(_RenotifyMixin, PlanContactsOperator):
             holdout_share=float(self.holdout_share or 0),
         )
 
-    def plan(self, frame: pd.DataFrame, campaign: Any, **decision_inputs: Any) -> Iterable[dict[str, Any]]:
-        from include.dunning import planner
-
-        return planner.plan_power(_records(frame), campaign=campaign, ladder=self._ladder, **decision_inputs)
-
 
 class PlanFilingRemindersOperator(PlanContactsOperator):
     """Plan today's tax filing reminders on the tax ladder and flag 非正常户 for staff.
@@ -482,6 +548,7 @@ class PlanFilingRemindersOperator(PlanContactsOperator):
     """
 
     sort_columns = ("mobile_normalized", "taxpayer_id", "period")
+    planner_name = "filing"
 
     def __init__(self, *, signature: str = "示范市税务", ladder: str = "tax", **kwargs: Any) -> None:
         super().__init__(signature=signature, **kwargs)
@@ -494,18 +561,11 @@ class PlanFilingRemindersOperator(PlanContactsOperator):
         self._ladder = load_ladder(self.ladder)
         return planner.TaxFilingCampaign(signature=self.signature, gateway=self.gateway)
 
-    def plan(self, frame: pd.DataFrame, campaign: Any, **decision_inputs: Any) -> Iterable[dict[str, Any]]:
-        from include.dunning import planner
-
-        return planner.plan_filing_reminders(
-            _records(frame), campaign=campaign, ladder=self._ladder, **decision_inputs
-        )
-
-    def after_plan(self, store: Any, frame: pd.DataFrame, *, as_of: Any, run_id: str) -> dict[str, Any]:
+    def after_plan(self, store: Any, table: pa.Table, *, as_of: Any, run_id: str) -> dict[str, Any]:
         from include.dunning import planner
 
         flags = planner.abnormal_taxpayers(
-            frame.to_dict("records"), as_of=as_of, ladder=self._ladder, run_id=run_id
+            table.to_pandas().to_dict("records"), as_of=as_of, ladder=self._ladder, run_id=run_id
         )
         new = store.flag_for_staff(flags)
         self.log.info(

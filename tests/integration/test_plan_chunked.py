@@ -88,3 +88,27 @@ def test_chunk_size_does_not_change_the_plan(tmp_path, monkeypatch, campaign):
     # one ledger row per number and purpose: no number was split between two chunks
     keys = {(r.phone, r.stage if campaign == "tax" else r.stage == "low_balance") for r in small[1]}
     assert len(keys) == len(small[1])
+
+
+@pytest.mark.parametrize("campaign", ["tax", "power"])
+def test_worker_processes_do_not_change_the_plan(tmp_path, monkeypatch, campaign):
+    """Chunks planned in two worker processes give the ledger, preview and counts of one process."""
+    from operators.plan import PlanPowerOperator, PlanTaxPaymentOperator
+
+    bench = _bench()
+    blocks = (
+        bench.tax_blocks(3000, shape="postgres")
+        if campaign == "tax"
+        else bench.power_blocks(3000, shape="postgres")
+    )
+    valid = tmp_path / "valid.parquet"
+    pq.write_table(pa.concat_tables(list(blocks)), valid, row_group_size=400)
+    operator_cls = PlanTaxPaymentOperator if campaign == "tax" else PlanPowerOperator
+    kwargs = {} if campaign == "tax" else {"voice_gateway": "modem_pool"}
+    one = _run(operator_cls, valid, tmp_path / "a.db", tmp_path / "sa", monkeypatch, chunk_rows=300,
+               plan_processes=1, **kwargs)  # fmt: skip
+    two = _run(operator_cls, valid, tmp_path / "b.db", tmp_path / "sb", monkeypatch, chunk_rows=300,
+               plan_processes=2, **kwargs)  # fmt: skip
+    assert one[1] == two[1] and len(one[1]) > 300
+    assert one[2] == two[2] and one[2].count("\n") == len(one[1]) + 1
+    assert one[3] == two[3]

@@ -418,3 +418,86 @@ def test_money_fast_paths_equal_the_checked_ones():
         assert slow == "error" or slow == money.parse_amount(bad)
     with pytest.raises(ValueError):
         money.to_money(Decimal("Infinity"))
+
+
+def test_preview_csv_equals_pandas_to_csv(tmp_path):
+    from include.dunning.phones import mask
+
+    path = _tax_file(tmp_path, "postgres", rows=1500)
+    campaign = planner.TaxPaymentCampaign()
+    phones = set(pq.read_table(path, columns=["mobile_normalized"]).column(0).to_pylist())
+    rows = _chunked(path, TAX_SORT, lambda records: list(planner.plan_tax_payment(
+        records, as_of=AS_OF, run_id="r", planned_at=PLANNED_AT, campaign=campaign, **_eligibility(phones))),
+        chunk_rows=500)  # fmt: skip
+    odd = dict(rows[0])
+    odd.update(debtor_name='甲"乙",丙', debtor_ids="91A,91B", reason="x\ny", message_text="a\rb, c",
+               amount=None, surcharge=Decimal("0E-6"), parts=3, phone="+86 138-0000-0001")  # fmt: skip
+    rows = [*rows, odd, {**odd, "debtor_name": "", "reason": '"', "message_text": " 前后 "}]
+    columns = list(planner.PREVIEW_COLUMNS[:-1])
+    for header in (True, False):
+        reference = (
+            pd.DataFrame(rows, columns=columns)
+            .assign(phone=[mask(r["phone"]) for r in rows])
+            .to_csv(index=False, header=header)
+        )
+        assert planner.preview_csv(rows, header=header) == reference
+    empty = pd.DataFrame([], columns=columns).assign(phone=[]).to_csv(index=False)
+    assert planner.preview_csv([], header=True) == empty
+    assert planner.preview_csv([]) == ""
+
+
+def test_chunk_plan_reads_only_the_planner_columns_and_plans_the_same(tmp_path):
+    path = _tax_file(tmp_path, "sqlite", rows=1200)
+    ladder = load_ladder("tax")
+    campaign = planner.TaxPaymentCampaign(voice_gateway="modem_pool")
+    phones = set(pq.read_table(path, columns=["mobile_normalized"]).column(0).to_pylist())
+    job = planner.ChunkPlan("tax_payment", campaign, ladder, AS_OF, "r", PLANNED_AT, preview=True)
+    for table in chunks.phone_sorted_chunks(path, TAX_SORT, chunk_rows=400):
+        rows, preview = job(table, **_eligibility(phones))
+        full = list(planner.plan_tax_payment(chunks.records(table), as_of=AS_OF, run_id="r", planned_at=PLANNED_AT,
+                                             campaign=campaign, ladder=ladder, **_eligibility(phones)))  # fmt: skip
+        _same_rows(rows, full)
+        assert preview == planner.preview_csv(full)
+
+
+def _square(x: int, *, offset: int = 0) -> int:
+    if x == 13:
+        raise ValueError("chunk 13 is bad")
+    return x * x + offset
+
+
+def test_map_ordered_keeps_the_order_in_worker_processes():
+    items = [(i, {"offset": i % 3}) for i in range(12)]
+    serial = list(chunks.map_ordered(_square, items, processes=1))
+    parallel = list(chunks.map_ordered(_square, iter(items), processes=2))
+    assert parallel == serial == [(i, i * i + i % 3) for i in range(12)]
+
+
+def test_map_ordered_raises_a_worker_error_here():
+    with pytest.raises(ValueError, match="chunk 13 is bad"):
+        list(chunks.map_ordered(_square, [(i, {}) for i in range(20)], processes=2))
+
+
+def test_default_processes(monkeypatch):
+    monkeypatch.setenv("DUNNING_PLAN_PROCESSES", "3")
+    assert chunks.default_processes() == 3
+    monkeypatch.setenv("DUNNING_PLAN_PROCESSES", "0")
+    assert chunks.default_processes() == 1
+    monkeypatch.setenv("DUNNING_PLAN_PROCESSES", "two")
+    with pytest.raises(ValueError, match="DUNNING_PLAN_PROCESSES"):
+        chunks.default_processes()
+    monkeypatch.delenv("DUNNING_PLAN_PROCESSES")
+    assert 1 <= chunks.default_processes() <= 2
+
+
+def test_preview_masks_phones_as_mask_does():
+    from include.dunning.phones import mask
+
+    rng = random.Random(13)
+    phones = ["13800000001", "86138000000", "00861380000", "14500000000", "19400000000", "12345678901",
+              "1380000000", "138000000012", "+8613800000001", "１３８００００００００", "138 0000 0001", "", "abc"]  # fmt: skip
+    phones += ["".join(rng.choice("0123456789") for _ in range(11)) for _ in range(3000)]
+    row = {"debtor_ids": "1", "debtor_name": "甲", "stage": "s", "channel": "sms", "state": "PLANNED",
+           "reason": None, "parts": 1, "amount": None, "surcharge": None, "message_text": "t"}  # fmt: skip
+    lines = planner.preview_csv([{**row, "phone": p} for p in phones]).splitlines()
+    assert [line.rsplit(",", 1)[1] for line in lines] == [mask(p) for p in phones]
