@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
-from datetime import date, datetime
+from datetime import date
 
 import pytest
 import sqlalchemy as sa
+from ledger_rows import sms_contact
 
 from include.dunning import ledger
 from include.dunning.ledger import DunningStore
@@ -30,32 +31,7 @@ def make_store(tmp_path, monkeypatch, rows_count: int = 5) -> DunningStore:
     monkeypatch.setenv("AIRFLOW_CONN_DUNNING_STORE", json.dumps({"conn_type": "sqlite", "host": str(path)}))
     store = DunningStore(f"sqlite:///{path}")
     store.create_schema()
-    rows = []
-    for n in range(rows_count):
-        rows.append(
-            {
-                "idempotency_key": ledger.idempotency_key("tax_payment", "2026-W48", f"D{n}", "s", "sms", 1),
-                "campaign": "tax_payment",
-                "period": "2026-W48",
-                "as_of": AS_OF,
-                "debtor_id": f"D{n}",
-                "debtor_name": "某公司",
-                "stage": "s",
-                "channel": "sms",
-                "attempt": 1,
-                "phone": f"138001{n:05d}",
-                "template": "t",
-                "message_text": "【示范市税务】请缴税。",
-                "parts": 1,
-                "amount": None,
-                "surcharge": None,
-                "gateway": "smpp_default",
-                "state": ledger.PLANNED,
-                "reason": None,
-                "planned_run_id": "r1",
-                "planned_at": datetime(2026, 11, 23),
-            }
-        )
+    rows = [sms_contact(n, phone=f"138001{n:05d}", text="【示范市税务】请缴税。") for n in range(rows_count)]
     store.upsert_planned(rows)
     return store
 

@@ -21,11 +21,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from ledger_rows import sms_contact
 
 from include.dunning import ledger
 from include.dunning.ledger import DunningStore
@@ -58,28 +59,7 @@ print("COUNTS " + json.dumps(op.execute({"run_id": "r1", "ti": TI(), "params": {
 
 
 def planned_row(n: int) -> dict:
-    return {
-        "idempotency_key": ledger.idempotency_key("tax_payment", "2026-W48", f"D{n}", "s", "sms", 1),
-        "campaign": "tax_payment",
-        "period": "2026-W48",
-        "as_of": AS_OF,
-        "debtor_id": f"D{n}",
-        "debtor_name": "某公司",
-        "stage": "s",
-        "channel": "sms",
-        "attempt": 1,
-        "phone": f"139{n:08d}",
-        "template": "t",
-        "message_text": f"【示范市税务】请缴税，编号{n}。",
-        "parts": 1,
-        "amount": None,
-        "surcharge": None,
-        "gateway": "smpp_default",
-        "state": ledger.PLANNED,
-        "reason": None,
-        "planned_run_id": "r1",
-        "planned_at": datetime(2026, 11, 23),
-    }
+    return sms_contact(n)
 
 
 def rows_by_state(store: DunningStore) -> dict[str, set[str]]:

@@ -9,10 +9,11 @@ the same message parts; a second settle changes nothing.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 
 import pytest
 import sqlalchemy as sa
+from ledger_rows import sms_contact
 
 from include.dunning import ledger
 from include.dunning.ledger import DunningStore, SubmitOutcome
@@ -35,28 +36,7 @@ def store(pg_url: str) -> DunningStore:
 
 def new_batch(store: DunningStore, tag: str, rows: int) -> list[ledger.LedgerRow]:
     store.upsert_planned(
-        {
-            "idempotency_key": ledger.idempotency_key(tag, "2026-W48", f"D{n}", "s", "sms", 1),
-            "campaign": tag,
-            "period": "2026-W48",
-            "as_of": AS_OF,
-            "debtor_id": f"D{n}",
-            "debtor_name": "某公司",
-            "stage": "s",
-            "channel": "sms",
-            "attempt": 1,
-            "phone": f"139{n:08d}",
-            "template": "t",
-            "message_text": f"请缴税，编号{n}。",
-            "parts": 2 if n % 5 == 0 else 1,
-            "amount": None,
-            "surcharge": None,
-            "gateway": "smpp_default",
-            "state": ledger.PLANNED,
-            "reason": None,
-            "planned_run_id": "r1",
-            "planned_at": datetime(2026, 11, 23),
-        }
+        sms_contact(n, campaign=tag, text=f"请缴税，编号{n}。", parts=2 if n % 5 == 0 else 1)
         for n in range(rows)
     )
     (batch_id,) = store.assign_batches(tag, AS_OF, "r1", batch_size=rows)

@@ -11,10 +11,11 @@ import json
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from datetime import date
 
 import pytest
 import sqlalchemy as sa
+from ledger_rows import sms_contact
 
 from include.dunning import ledger
 from include.dunning.ledger import DunningStore, SubmitOutcome
@@ -35,28 +36,8 @@ class FakeTI:
 
 def planned_row(n: int, tag: str, *, multipart: bool = True) -> dict:
     two = multipart and n % 10 == 0  # every tenth row takes two parts: recorded per message
-    return {
-        "idempotency_key": ledger.idempotency_key(tag, "2026-W48", f"D{n}", "s", "sms", 1),
-        "campaign": tag,
-        "period": tag,
-        "as_of": AS_OF,
-        "debtor_id": f"D{n}",
-        "debtor_name": "某公司",
-        "stage": "s",
-        "channel": "sms",
-        "attempt": 1,
-        "phone": f"139{n:08d}",
-        "template": "t",
-        "message_text": f"【示范市税务】请缴税，编号{n}。" * (6 if two else 1),
-        "parts": 2 if two else 1,
-        "amount": None,
-        "surcharge": None,
-        "gateway": "smpp_default",
-        "state": ledger.PLANNED,
-        "reason": None,
-        "planned_run_id": "r1",
-        "planned_at": datetime(2026, 11, 23),
-    }
+    text = f"【示范市税务】请缴税，编号{n}。" * (6 if two else 1)
+    return sms_contact(n, campaign=tag, period=tag, text=text, parts=2 if two else 1)
 
 
 @pytest.fixture(scope="module")
