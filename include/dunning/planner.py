@@ -6,6 +6,7 @@ ledger rows. It never reads the clock; the run's as-of date is passed in.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -240,6 +241,18 @@ def plan_tax_payment(
             yield row
 
 
+def plan_tax_payment_table(table: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """Return :func:`plan_tax_payment`'s rows for an Arrow table, computed column by column.
+
+    The table must be sorted like the records (phone, taxpayer, deadline); the rows are exactly
+    ``list(plan_tax_payment(chunks.records(table), **kwargs))``, several times faster
+    (:mod:`include.dunning.fastplan`). The plan step plans its chunks this way.
+    """
+    from include.dunning.fastplan import plan_tax_payment_table as columnar
+
+    return columnar(table, **kwargs)
+
+
 _LADDERS: dict[str, Any] = {}
 _NO_HISTORY = ContactHistory()
 
@@ -272,10 +285,14 @@ def _held_out(items: list[Mapping[str, Any]], id_column: str, campaign: Any) -> 
     so a debtor stays in (or out) on every run. A number shared with a debtor outside the group
     is contacted as usual (the message speaks for that debtor too).
     """
+    return _held_out_ids({str(i[id_column]) for i in items}, campaign)
+
+
+def _held_out_ids(ids: set[str], campaign: Any) -> bool:
+    """Tell whether every one of these debtor ids is in the campaign's holdout group."""
     global _holdout_group
     if _holdout_group is None:
         from include.dunning.reporting import holdout_group as _holdout_group
-    ids = {str(i[id_column]) for i in items}
     return len(_holdout_group(ids, share=campaign.holdout_share, seed=campaign.campaign)) == len(ids)
 
 
@@ -1070,7 +1087,34 @@ class ChunkPlan:
         opted_out: Set[str] = frozenset(),
         last_contact: Mapping[str, datetime] | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        rows = self.rows(self.records(table), opted_out=opted_out, last_contact=last_contact)
+        # A chunk allocates some million objects and no reference cycle: the cyclic garbage
+        # collector would rescan the growing heap again and again (a third of the time).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._plan(table, opted_out=opted_out, last_contact=last_contact)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _plan(
+        self, table: Any, *, opted_out: Set[str], last_contact: Mapping[str, datetime] | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        columnar = _TABLE_PLANNERS.get(self.planner)
+        if columnar is None:
+            rows = self.rows(self.records(table), opted_out=opted_out, last_contact=last_contact)
+        else:
+            rows = columnar(
+                table,
+                as_of=self.as_of,
+                run_id=self.run_id,
+                planned_at=self.planned_at,
+                campaign=self.campaign,
+                ladder=self.ladder,
+                opted_out=opted_out,
+                last_contact=last_contact,
+                **self.inputs,
+            )
         return rows, (preview_csv(rows) if self.preview else None)
 
 
@@ -1079,3 +1123,5 @@ _PLANNERS: Mapping[str, Any] = {
     "power": plan_power,
     "filing": plan_filing_reminders,
 }
+#: Planners that take the chunk as an Arrow table (same rows as the record planner).
+_TABLE_PLANNERS: Mapping[str, Any] = {"tax_payment": plan_tax_payment_table}

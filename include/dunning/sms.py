@@ -58,6 +58,7 @@ _GSM7_DECODE_EXT = {code: ch for ch, code in GSM7_EXTENSION.items()}
 # One regex scan instead of a dict lookup per character (tests check it against the table).
 _NOT_GSM7 = re.compile("[^" + "".join(re.escape(ch) for ch in _GSM7_ENCODE) + "]")
 _EXTENSION_CHARS = tuple(GSM7_EXTENSION)
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")  # characters that take a UTF-16 surrogate pair
 
 
 class MessageTooLong(ValueError):
@@ -186,7 +187,7 @@ def sms_parts(text: str) -> int:
         if not escapes:  # every character one septet: parts are simply full
             return -(-septets // GSM7_PART_SEPTETS)
         return _greedy_parts(text, DATA_CODING_GSM7)
-    if max(text) < "\U00010000":  # no surrogate pairs: every character one UTF-16 unit
+    if _ASTRAL.search(text) is None:  # no surrogate pairs: every character one UTF-16 unit
         if len(text) <= UCS2_SINGLE_UNITS:
             return 1
         return -(-len(text) // UCS2_PART_UNITS)
