@@ -369,7 +369,7 @@ def run(args: argparse.Namespace, path: Path) -> None:
     from include.dunning import chunks
     from operators.plan import PlanPowerOperator, PlanTaxPaymentOperator
 
-    processes = args.processes or chunks.default_processes()
+    processes = args.processes  # None: the operator's default
     if args.reference:
         reference_paths()
         processes = 1  # the swapped functions live in this process only
@@ -386,6 +386,7 @@ def run(args: argparse.Namespace, path: Path) -> None:
     else:
         op = PlanPowerOperator(task_id="plan", valid_path=str(path), voice_gateway="modem_pool",
                                chunk_rows=args.chunk_rows, plan_processes=processes)  # fmt: skip
+    processes = op.processes()
     preview = Path(tempfile.gettempdir()) / f"bench_plan_preview_{os.getpid()}.csv"
     planned_at = datetime(2026, 11, 23, 1)
 

@@ -50,7 +50,9 @@ class PlanContactsOperator(BaseOperator):
     :param chunk_rows: about how many validated rows are planned and written at a time (the
         rows of one number always stay in one chunk)
     :param plan_processes: worker processes planning chunks side by side (texts, fees, keys);
-        None: ``DUNNING_PLAN_PROCESSES``, else min(2, CPUs). 1 plans in the task's process; a
+        None: ``DUNNING_PLAN_PROCESSES``, else min(2, CPUs), but 1 for the columnar tax
+        payment planner on up to 2 CPUs (``chunks.default_processes``). 1 plans in the task's
+        process; a
         file of one chunk is always planned there. Workers are fresh interpreters (``spawn``),
         they never touch the store: lookups, routing and the ledger stay in the task's process
     """
@@ -288,10 +290,10 @@ class PlanContactsOperator(BaseOperator):
 
     def processes(self) -> int:
         """Return how many worker processes plan chunks (``plan_processes``, else the default)."""
-        from include.dunning import chunks
+        from include.dunning import chunks, planner
 
         if self.plan_processes is None:
-            return chunks.default_processes()
+            return chunks.default_processes(columnar=self.planner_name in planner.TABLE_PLANNERS)
         return max(1, int(self.plan_processes))
 
     def stage_priorities(self) -> dict[str, str]:

@@ -244,8 +244,16 @@ def _pylist(column: pa.ChunkedArray | pa.Array) -> list[Any]:
     return list(map(values.__getitem__, indices.to_numpy().tolist()))
 
 
-def default_processes() -> int:
-    """Return how many worker processes plan chunks: ``DUNNING_PLAN_PROCESSES``, else min(2, CPUs)."""
+def default_processes(*, columnar: bool = False) -> int:
+    """Return how many processes plan chunks: ``DUNNING_PLAN_PROCESSES``, else min(2, CPUs).
+
+    A columnar planner (``planner.plan_tax_payment_table``) costs a worker about as much per
+    chunk as shipping its rows back (pickling ~30,000 row dicts there, unpickling them here):
+    on 2 CPUs two workers plan 10M tax rows only ~14% faster than the task's own process and
+    take 1.57 GiB instead of 0.55 (docs/benchmarks.md), so with ``columnar`` it is 1 there.
+
+    :param columnar: the chunks go to a columnar planner
+    """
     configured = os.environ.get("DUNNING_PLAN_PROCESSES", "").strip()
     if configured:
         try:
@@ -253,7 +261,10 @@ def default_processes() -> int:
         except ValueError:
             raise ValueError(f"DUNNING_PLAN_PROCESSES must be an integer, got {configured!r}") from None
         return max(1, value)
-    return max(1, min(2, os.cpu_count() or 1))
+    cpus = os.cpu_count() or 1
+    if columnar and cpus <= 2:
+        return 1
+    return max(1, min(2, cpus))
 
 
 def map_ordered(

@@ -11,6 +11,7 @@ same row order.
 from __future__ import annotations
 
 import importlib.util
+import os
 import random
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -488,6 +489,7 @@ def test_default_processes(monkeypatch):
         chunks.default_processes()
     monkeypatch.delenv("DUNNING_PLAN_PROCESSES")
     assert 1 <= chunks.default_processes() <= 2
+    assert chunks.default_processes(columnar=True) == (1 if (os.cpu_count() or 1) <= 2 else 2)
 
 
 def test_preview_masks_phones_as_mask_does():
