@@ -59,11 +59,15 @@ def plan_tax_payment_table(
     last_contact: Mapping[str, datetime] | None = None,
     ladder: Any = None,
     history: Mapping[tuple[str, str, str], Mapping[str, Any]] | None = None,
+    preview: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Return the tax payment planner's rows for a table sorted by phone, taxpayer, deadline.
 
     The same rows, in the same order, as :func:`include.dunning.planner.plan_tax_payment` over
     ``chunks.records(table)``; see that function for every decision and parameter.
+
+    :param preview: when given, each row's preview CSV line is appended to it, the line
+        :func:`include.dunning.planner.preview_csv` gives for the row
     """
     from include.dunning import chunks, fees, planner
 
@@ -74,8 +78,11 @@ def plan_tax_payment_table(
     try:
         cols = table_columns(table, as_of, fees.DEFAULT_TAX_RULES)
     except _Unsupported:
-        return list(planner.plan_tax_payment(chunks.records(table), **kwargs))  # type: ignore[arg-type]
-    return _plan(cols, **kwargs)
+        rows = list(planner.plan_tax_payment(chunks.records(table), **kwargs))  # type: ignore[arg-type]
+        if preview is not None and rows:
+            preview.extend(planner.preview_csv(rows)[:-1].split("\n"))
+        return rows
+    return _plan(cols, preview=preview, **kwargs)
 
 
 def table_columns(table: pa.Table, as_of: date, rules: Any) -> dict[str, Any]:
@@ -232,8 +239,10 @@ def _plan(
     last_contact: Mapping[str, datetime] | None,
     ladder: Any,
     history: Mapping[tuple[str, str, str], Mapping[str, Any]] | None,
+    preview: list[str] | None,
 ) -> list[dict[str, Any]]:
     from include.dunning import ledger, planner, templates
+    from include.dunning.phones import mask
 
     n, starts = cols["n"], cols["starts"]
     last_contact = last_contact or {}
@@ -302,6 +311,7 @@ def _plan(
     as_of_text = planner._day(as_of)
     voice_gateway = campaign.voice_gateway
     campaign_name, planned, sms_parts = campaign.campaign, ledger.PLANNED, templates.sms_parts
+    suppressed = ledger.SUPPRESSED
     gateway = voice_gateway if voice_gateway else campaign.gateway
     for g, (start, end, stage_at, shown_at) in enumerate(
         zip(starts.tolist(), ends, group_stage, first_shown.tolist(), strict=True)
@@ -386,8 +396,16 @@ def _plan(
             "planned_at": planned_at,
         }
         if reason:
-            row.update(state=ledger.SUPPRESSED, reason=reason)
+            row.update(state=suppressed, reason=reason)
         rows.append(row)
+        if preview is not None:  # planner.preview_csv's line, from the values at hand
+            field = planner._csv_field
+            masked = f"{phone[:3]}****{phone[-4:]}" if planner._is_11_digits(phone) else field(mask(phone))
+            preview.append(
+                f"{field(row['debtor_ids'])},{field(first_name)},{field(st.name)},{channel},{row['state']},"
+                f"{field(reason)},{row['parts']},{fen // 100}.{fen % 100:02d},{charge // 100}.{charge % 100:02d},"
+                f"{field(text)},{masked}"
+            )
     return rows
 
 

@@ -1103,19 +1103,23 @@ class ChunkPlan:
         columnar = TABLE_PLANNERS.get(self.planner)
         if columnar is None:
             rows = self.rows(self.records(table), opted_out=opted_out, last_contact=last_contact)
-        else:
-            rows = columnar(
-                table,
-                as_of=self.as_of,
-                run_id=self.run_id,
-                planned_at=self.planned_at,
-                campaign=self.campaign,
-                ladder=self.ladder,
-                opted_out=opted_out,
-                last_contact=last_contact,
-                **self.inputs,
-            )
-        return rows, (preview_csv(rows) if self.preview else None)
+            return rows, (preview_csv(rows) if self.preview else None)
+        lines: list[str] | None = [] if self.preview else None
+        rows = columnar(
+            table,
+            as_of=self.as_of,
+            run_id=self.run_id,
+            planned_at=self.planned_at,
+            campaign=self.campaign,
+            ladder=self.ladder,
+            opted_out=opted_out,
+            last_contact=last_contact,
+            preview=lines,
+            **self.inputs,
+        )
+        if lines is None:
+            return rows, None
+        return rows, "\n".join(lines) + "\n" if lines else ""
 
 
 _PLANNERS: Mapping[str, Any] = {

@@ -115,8 +115,16 @@ def plan_both(table: pa.Table, **kwargs: Any) -> list[dict[str, Any]]:
     kwargs.setdefault("campaign", planner.TaxPaymentCampaign())
     # Each path gets its own copies of the lookups: neither can see what the other did to them.
     ref = list(planner.plan_tax_payment(chunks.records(table), **copy.deepcopy(kwargs)))
-    fast = planner.plan_tax_payment_table(table, **copy.deepcopy(kwargs))
+    lines: list[str] = []
+    fast = planner.plan_tax_payment_table(table, **copy.deepcopy(kwargs), preview=lines)
     assert_same_rows(fast, ref)
+    # The preview lines written on the way are preview_csv's lines of the same rows.
+    expected = planner.preview_csv(ref)
+    written = "\n".join(lines) + "\n" if lines else ""
+    if written != expected:
+        for n, (got, want) in enumerate(zip(written.split("\n"), expected.split("\n"), strict=False)):
+            assert got == want, f"preview line {n}: fast {got!r} != reference {want!r}"
+        assert written == expected, f"preview: {len(lines)} lines, reference {len(ref)} rows"
     return ref
 
 
