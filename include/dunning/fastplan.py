@@ -301,6 +301,10 @@ def _plan(
             found = day_of[epoch] = _EPOCH + timedelta(days=epoch)
         return found
 
+    # Texts of the few distinct periods and deadlines of a chunk, made once each.
+    period_text: dict[Any, str] = {}
+    deadline_text: dict[int, str] = {}
+
     ends = np.append(starts[1:], n).tolist()
     group_stage = np.where(first_top < n, stage[np.minimum(first_top, n - 1)], -1).tolist()
     undeferred_in, active_in, due_in = n_undeferred.tolist(), n_active.tolist(), n_due.tolist()
@@ -320,7 +324,8 @@ def _plan(
             continue  # the ladder has nothing for these days overdue
         st = stage_list[stage_at]
         phone = phones[start]
-        earliest_day = day(earliest_in[g])
+        earliest_at = earliest_in[g]
+        earliest_day = day(earliest_at)
         if phone in contacts:
             seen = planner._stage_history(contacts, phone, st.name, since=earliest_day)
             next_channel = ladder.channel_for(st, seen)
@@ -352,6 +357,12 @@ def _plan(
         fen, charge = principal_in[g], surcharge_in[g]
         template = st.templates[channel]
         listed = list(taxpayers.values())
+        period = period_text.get(periods[shown_at])
+        if period is None:
+            period = period_text[periods[shown_at]] = planner._period(periods[shown_at])
+        deadline = deadline_text.get(earliest_at)
+        if deadline is None:
+            deadline = deadline_text[earliest_at] = planner._day(earliest_day)
         text = templates.render(
             template,
             {
@@ -359,12 +370,12 @@ def _plan(
                 "name": listed[0],
                 "names": listed[: planner.MAX_NAMES_IN_MESSAGE],
                 "debtors": len(taxpayers),
-                "period": planner._period(periods[shown_at]),
+                "period": period,
                 "tax_type": tax_types[shown_at],
-                "principal": _yuan(fen),
-                "deadline": planner._day(earliest_day),
+                "principal": f"{fen // 100:,}.{fen % 100:02d}",  # f"{Decimal:,.2f}"
+                "deadline": deadline,
                 "as_of": as_of_text,
-                "surcharge": _yuan(charge),
+                "surcharge": f"{charge // 100:,}.{charge % 100:02d}",
                 "count": count_in[g],
             },
         )
@@ -400,15 +411,12 @@ def _plan(
         rows.append(row)
         if preview is not None:  # planner.preview_csv's line, from the values at hand
             field = planner._csv_field
-            masked = f"{phone[:3]}****{phone[-4:]}" if planner._is_11_digits(phone) else field(mask(phone))
+            # An 11-digit number masks to its own first 3 and last 4 digits (as preview_csv).
+            eleven = len(phone) == 11 and phone.isascii() and phone.isdigit()
+            masked = f"{phone[:3]}****{phone[-4:]}" if eleven else field(mask(phone))
             preview.append(
                 f"{field(row['debtor_ids'])},{field(first_name)},{field(st.name)},{channel},{row['state']},"
                 f"{field(reason)},{row['parts']},{fen // 100}.{fen % 100:02d},{charge // 100}.{charge % 100:02d},"
                 f"{field(text)},{masked}"
             )
     return rows
-
-
-def _yuan(fen: int) -> str:
-    """Format fen as the reference formats the Decimal (``f"{value:,.2f}"``), e.g. 1,234.50."""
-    return f"{fen // 100:,}.{fen % 100:02d}"
