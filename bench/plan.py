@@ -5,7 +5,8 @@ Writes a synthetic *validated* Parquet file shaped like the validate step's outp
 phone), then plans it with the plan task's own loop (``PlanContactsOperator.plan_chunks``):
 phone-sorted chunks (``include.dunning.chunks``), opt-out and recent-contact lookups per chunk
 (deterministic stand-ins for the store's), the real planner (``plan_tax_payment`` /
-``plan_power``) in the operator's worker processes (``--processes``, default as the operator),
+``plan_power``) in the operator's processes (``--processes``, the task's own included: 2 is
+the task and one worker; default as the operator),
 routing, counts, ``after_plan`` and the preview CSV; the ledger UPSERT only with ``--store``
 (bench/ledger.py measures it). Prints records per second end to end, the peak RSS of the task
 process and of the largest worker, and CPU time. Nothing is asserted; figures go to
@@ -429,7 +430,7 @@ def run(args: argparse.Namespace, path: Path) -> None:
     print(
         f"  peak RSS {peak_rss_mib():,.0f} MiB (task process)"
         + (
-            f" + {chunks.worker_peak_rss_mib():,.0f} MiB (largest worker) x {processes}"
+            f" + {chunks.worker_peak_rss_mib():,.0f} MiB (largest worker) x {processes - 1}"
             if processes > 1
             else ""
         )

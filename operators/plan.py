@@ -49,12 +49,11 @@ class PlanContactsOperator(BaseOperator):
     :param store_conn_id: Airflow connection of the dunning store
     :param chunk_rows: about how many validated rows are planned and written at a time (the
         rows of one number always stay in one chunk)
-    :param plan_processes: worker processes planning chunks side by side (texts, fees, keys);
-        None: ``DUNNING_PLAN_PROCESSES``, else min(2, CPUs), but 1 for the columnar tax
-        payment planner on up to 2 CPUs (``chunks.default_processes``). 1 plans in the task's
-        process; a
-        file of one chunk is always planned there. Workers are fresh interpreters (``spawn``),
-        they never touch the store: lookups, routing and the ledger stay in the task's process
+    :param plan_processes: processes planning chunks side by side (texts, fees, keys), the
+        task's own included: with 2, the task plans every other chunk and one worker the rest.
+        None: ``DUNNING_PLAN_PROCESSES``, else min(2, CPUs). 1 plans in the task's process
+        alone, as does a file of one chunk. Workers are fresh interpreters (``spawn``), they
+        never touch the store: lookups, routing and the ledger stay in the task's process
     """
 
     template_fields: Sequence[str] = ("valid_path", "signature", "dry_run")
@@ -267,9 +266,11 @@ class PlanContactsOperator(BaseOperator):
         job = self.chunk_plan(campaign, as_of=as_of, run_id=run_id, planned_at=planned_at, inputs=inputs)
         if processes > 1:
             self.log.info(
-                "planning %d rows in chunks of about %d in %d processes", total, self.chunk_rows, processes
-            )
-        for table, (rows, preview) in chunks.map_ordered(job, with_lookups(tables), processes=processes):
+                "planning %d rows in chunks of about %d in %d processes (this one and %d worker%s)",
+                total, self.chunk_rows, processes, processes - 1, "s" if processes > 2 else "",
+            )  # fmt: skip
+        planned = chunks.map_ordered(job, with_lookups(tables), processes=processes, share=True)
+        for table, (rows, preview) in planned:
             parts: dict[str, int] = {}
             routed = self._route(rows)
             for r in rows:
@@ -289,11 +290,11 @@ class PlanContactsOperator(BaseOperator):
             yield rows, summary
 
     def processes(self) -> int:
-        """Return how many worker processes plan chunks (``plan_processes``, else the default)."""
-        from include.dunning import chunks, planner
+        """Return how many processes plan chunks, the task's included (``plan_processes``, else the default)."""
+        from include.dunning import chunks
 
         if self.plan_processes is None:
-            return chunks.default_processes(columnar=self.planner_name in planner.TABLE_PLANNERS)
+            return chunks.default_processes()
         return max(1, int(self.plan_processes))
 
     def stage_priorities(self) -> dict[str, str]:

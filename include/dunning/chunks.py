@@ -244,16 +244,8 @@ def _pylist(column: pa.ChunkedArray | pa.Array) -> list[Any]:
     return list(map(values.__getitem__, indices.to_numpy().tolist()))
 
 
-def default_processes(*, columnar: bool = False) -> int:
-    """Return how many processes plan chunks: ``DUNNING_PLAN_PROCESSES``, else min(2, CPUs).
-
-    A columnar planner (``planner.plan_tax_payment_table``) costs a worker about as much per
-    chunk as shipping its rows back (pickling ~30,000 row dicts there, unpickling them here):
-    on 2 CPUs two workers plan 10M tax rows only ~14% faster than the task's own process and
-    take 1.57 GiB instead of 0.55 (docs/benchmarks.md), so with ``columnar`` it is 1 there.
-
-    :param columnar: the chunks go to a columnar planner
-    """
+def default_processes() -> int:
+    """Return how many processes plan chunks, the task's own included: ``DUNNING_PLAN_PROCESSES``, else min(2, CPUs)."""
     configured = os.environ.get("DUNNING_PLAN_PROCESSES", "").strip()
     if configured:
         try:
@@ -261,10 +253,7 @@ def default_processes(*, columnar: bool = False) -> int:
         except ValueError:
             raise ValueError(f"DUNNING_PLAN_PROCESSES must be an integer, got {configured!r}") from None
         return max(1, value)
-    cpus = os.cpu_count() or 1
-    if columnar and cpus <= 2:
-        return 1
-    return max(1, min(2, cpus))
+    return max(1, min(2, os.cpu_count() or 1))
 
 
 def map_ordered(
@@ -272,6 +261,7 @@ def map_ordered(
     items: Iterable[tuple[Any, Mapping[str, Any]]],
     *,
     processes: int,
+    share: bool = False,
 ) -> Iterator[tuple[Any, Any]]:
     """Yield ``(item, job(item, **kwargs))`` for each ``(item, kwargs)``, in order, in worker processes.
 
@@ -286,7 +276,9 @@ def map_ordered(
 
     :param job: called as ``job(item, **kwargs)``
     :param items: pairs of an item (e.g. an Arrow table) and the keyword arguments for it
-    :param processes: worker processes (1: none)
+    :param processes: processes planning (1: this one alone)
+    :param share: this process is one of ``processes``: it runs some items itself while
+        ``processes - 1`` workers run the others (no process more than there are CPUs)
     """
     if processes <= 1:
         for item, kwargs in items:
@@ -297,22 +289,33 @@ def map_ordered(
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(processes, mp_context=context, initializer=_set_job, initargs=(job,)) as pool:
+    workers = processes - 1 if share else processes
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_set_job, initargs=(job,)) as pool:
         # Start the workers now (they import the planner while this process reads the first chunk).
         pool.submit(int)
-        pending: deque[tuple[Any, Any]] = deque()
+        # (item, future) for a worker's item, (item, kwargs) for one run here when it is due:
+        # by then the items after it are with the workers, which work while this process does.
+        # Sharing, this process takes one item in ``processes`` (every other one beside one
+        # worker); one in three measured no better: it also ships and consumes every result.
+        pending: deque[tuple[Any, Any, bool]] = deque()
         try:
-            for item, kwargs in items:
-                pending.append((item, pool.submit(_run_job, item, dict(kwargs))))
+            for n, (item, kwargs) in enumerate(items):
+                if share and n % processes == 0:
+                    pending.append((item, dict(kwargs), True))
+                else:
+                    pending.append((item, pool.submit(_run_job, item, dict(kwargs)), False))
                 if len(pending) > processes:
-                    done, future = pending.popleft()
-                    yield done, future.result()
+                    yield _resolve(job, *pending.popleft())
             while pending:
-                done, future = pending.popleft()
-                yield done, future.result()
+                yield _resolve(job, *pending.popleft())
         finally:
-            for _, future in pending:
-                future.cancel()
+            for _, future, local in pending:
+                if not local:
+                    future.cancel()
+
+
+def _resolve(job: Callable[..., Any], item: Any, pending: Any, local: bool) -> tuple[Any, Any]:
+    return item, (job(item, **pending) if local else pending.result())
 
 
 _JOB: Callable[..., Any] | None = None

@@ -461,22 +461,36 @@ def test_chunk_plan_reads_only_the_planner_columns_and_plans_the_same(tmp_path):
         assert preview == planner.preview_csv(full)
 
 
-def _square(x: int, *, offset: int = 0) -> int:
-    if x == 13:
-        raise ValueError("chunk 13 is bad")
+def _square(x: int, *, offset: int = 0, bad: int = 13) -> int:
+    if x == bad:
+        raise ValueError(f"chunk {bad} is bad")
     return x * x + offset
 
 
-def test_map_ordered_keeps_the_order_in_worker_processes():
+def _pid(x: int) -> int:
+    return os.getpid()
+
+
+@pytest.mark.parametrize("share", [False, True], ids=["workers", "shared"])
+def test_map_ordered_keeps_the_order_in_worker_processes(share):
     items = [(i, {"offset": i % 3}) for i in range(12)]
     serial = list(chunks.map_ordered(_square, items, processes=1))
-    parallel = list(chunks.map_ordered(_square, iter(items), processes=2))
+    parallel = list(chunks.map_ordered(_square, iter(items), processes=2, share=share))
     assert parallel == serial == [(i, i * i + i % 3) for i in range(12)]
 
 
-def test_map_ordered_raises_a_worker_error_here():
-    with pytest.raises(ValueError, match="chunk 13 is bad"):
-        list(chunks.map_ordered(_square, [(i, {}) for i in range(20)], processes=2))
+@pytest.mark.parametrize("share", [False, True], ids=["workers", "shared"])
+@pytest.mark.parametrize("bad", [13, 12], ids=["odd", "even"])
+def test_map_ordered_raises_a_worker_error_here(share, bad):
+    with pytest.raises(ValueError, match=f"chunk {bad} is bad"):
+        list(chunks.map_ordered(_square, [(i, {"bad": bad}) for i in range(20)], processes=2, share=share))
+
+
+def test_map_ordered_sharing_plans_every_other_item_here():
+    pids = [pid for _, pid in chunks.map_ordered(_pid, [(i, {}) for i in range(8)], processes=2, share=True)]
+    here = os.getpid()
+    assert [p == here for p in pids] == [True, False] * 4
+    assert len(set(pids)) == 2  # one worker besides this process
 
 
 def test_default_processes(monkeypatch):
@@ -489,7 +503,6 @@ def test_default_processes(monkeypatch):
         chunks.default_processes()
     monkeypatch.delenv("DUNNING_PLAN_PROCESSES")
     assert 1 <= chunks.default_processes() <= 2
-    assert chunks.default_processes(columnar=True) == (1 if (os.cpu_count() or 1) <= 2 else 2)
 
 
 def test_preview_masks_phones_as_mask_does():
