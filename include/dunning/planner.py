@@ -1065,20 +1065,19 @@ class ChunkPlan:
         last_contact: Mapping[str, datetime] | None = None,
     ) -> list[dict[str, Any]]:
         """Return the planner's rows for records sorted by the operator's sort columns."""
-        planner = _PLANNERS[self.planner]
-        return list(
-            planner(
-                records,
-                as_of=self.as_of,
-                run_id=self.run_id,
-                planned_at=self.planned_at,
-                campaign=self.campaign,
-                ladder=self.ladder,
-                opted_out=opted_out,
-                last_contact=last_contact,
-                **self.inputs,
-            )
-        )
+        return list(_PLANNERS[self.planner](records, **self._arguments(opted_out, last_contact)))
+
+    def _arguments(self, opted_out: Set[str], last_contact: Mapping[str, datetime] | None) -> dict[str, Any]:
+        return {
+            "as_of": self.as_of,
+            "run_id": self.run_id,
+            "planned_at": self.planned_at,
+            "campaign": self.campaign,
+            "ladder": self.ladder,
+            "opted_out": opted_out,
+            "last_contact": last_contact,
+            **self.inputs,
+        }
 
     def __call__(
         self,
@@ -1105,18 +1104,7 @@ class ChunkPlan:
             rows = self.rows(self.records(table), opted_out=opted_out, last_contact=last_contact)
             return rows, (preview_csv(rows) if self.preview else None)
         lines: list[str] | None = [] if self.preview else None
-        rows = columnar(
-            table,
-            as_of=self.as_of,
-            run_id=self.run_id,
-            planned_at=self.planned_at,
-            campaign=self.campaign,
-            ladder=self.ladder,
-            opted_out=opted_out,
-            last_contact=last_contact,
-            preview=lines,
-            **self.inputs,
-        )
+        rows = columnar(table, preview=lines, **self._arguments(opted_out, last_contact))
         if lines is None:
             return rows, None
         return rows, "\n".join(lines) + "\n" if lines else ""
