@@ -14,7 +14,8 @@ takes the chunk as an Arrow table instead and computes, with numpy over whole co
   and count.
 
 Python then only walks the numbers: the eligibility decision in the reference's order, the
-debtor list, the rendered text and the ledger row (:func:`include.dunning.planner._contact_row`).
+debtor list, the rendered text, the ledger row (``planner._contact_row``'s, built inline) and
+its preview CSV line.
 The result is exactly ``list(plan_tax_payment(chunks.records(table), ...))``, Decimal exponents
 included; tests/unit/test_tax_table_planner.py holds the two side by side. A column type this
 path does not read exactly (amounts that are not decimal(…, ≤2)/float/integer, dates that are
@@ -36,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["plan_tax_payment_table", "table_columns"]
+__all__ = ["plan_tax_payment_table"]
 
 _EPOCH = date(1970, 1, 1)
 _FIRST_DAY, _LAST_DAY = (date.min - _EPOCH).days, (date.max - _EPOCH).days
@@ -76,7 +77,7 @@ def plan_tax_payment_table(
     if table.num_rows == 0:
         return []
     try:
-        cols = table_columns(table, as_of, fees.DEFAULT_TAX_RULES)
+        cols = _table_columns(table, as_of, fees.DEFAULT_TAX_RULES)
     except _Unsupported:
         rows = list(planner.plan_tax_payment(chunks.records(table), **kwargs))  # type: ignore[arg-type]
         if preview is not None and rows:
@@ -85,7 +86,7 @@ def plan_tax_payment_table(
     return _plan(cols, preview=preview, **kwargs)
 
 
-def table_columns(table: pa.Table, as_of: date, rules: Any) -> dict[str, Any]:
+def _table_columns(table: pa.Table, as_of: date, rules: Any) -> dict[str, Any]:
     """Return the per-liability columns the planner decides on (numpy and Python lists).
 
     :raises _Unsupported: when a column cannot be read exactly here
@@ -116,11 +117,11 @@ def table_columns(table: pa.Table, as_of: date, rules: Any) -> dict[str, Any]:
     return {
         "n": n,
         "starts": starts,
-        "phone": chunks_pylist(phone),
+        "phone": _pylist(phone),
         "taxpayer_id": _texts(_column(table, "taxpayer_id")),
         "taxpayer_name": _texts(_column(table, "taxpayer_name")),
-        "tax_type": chunks_pylist(_column(table, "tax_type")),
-        "period": chunks_pylist(_column(table, "period")),
+        "tax_type": _pylist(_column(table, "tax_type")),
+        "period": _pylist(_column(table, "period")),
         "cents": cents,
         "deadline": deadline,
         "days": days,
@@ -130,10 +131,10 @@ def table_columns(table: pa.Table, as_of: date, rules: Any) -> dict[str, Any]:
     }
 
 
-def chunks_pylist(column: pa.Array) -> list[Any]:
-    from include.dunning.chunks import _pylist
+def _pylist(column: pa.Array) -> list[Any]:
+    from include.dunning import chunks
 
-    return _pylist(column)
+    return chunks._pylist(column)
 
 
 def _column(table: pa.Table, name: str) -> pa.Array:
@@ -145,7 +146,7 @@ def _column(table: pa.Table, name: str) -> pa.Array:
 
 def _texts(column: pa.Array) -> list[str]:
     """Return the column as ``str(value)`` for every value (the reference's ``str(r[...])``)."""
-    values = chunks_pylist(column)
+    values = _pylist(column)
     if pa.types.is_string(column.type) and not column.null_count:
         return values
     return [str(v) for v in values]
