@@ -240,7 +240,10 @@ class PlanContactsOperator(BaseOperator):
 
         from include.dunning import chunks, ledger
 
-        total = pq.ParquetFile(source).metadata.num_rows
+        parquet = pq.ParquetFile(source)
+        total = parquet.metadata.num_rows
+        unread = self.unread_columns(parquet.schema_arrow.names)
+        del parquet
         if hasattr(source, "seek"):
             source.seek(0)
         processes = self.processes() if total > self.chunk_rows else 1
@@ -261,7 +264,7 @@ class PlanContactsOperator(BaseOperator):
                 )
 
         tables = chunks.phone_sorted_chunks(
-            source, self.sort_columns, chunk_rows=self.chunk_rows, exclude=chunks.VALIDATION_COLUMNS
+            source, self.sort_columns, chunk_rows=self.chunk_rows, exclude=unread
         )
         job = self.chunk_plan(campaign, as_of=as_of, run_id=run_id, planned_at=planned_at, inputs=inputs)
         if processes > 1:
@@ -288,6 +291,24 @@ class PlanContactsOperator(BaseOperator):
             }
             del table
             yield rows, summary
+
+    def unread_columns(self, names: Sequence[str]) -> set[str]:
+        """Return the file's columns the plan never reads: not spilled, sorted or planned.
+
+        The validation check columns always; with the packaged ``after_plan`` (staff flags read
+        the phone and the debtor id) every column the planner, the sort and the flags do not
+        read either: the partition pass spills and sorts only what is used (the levy file has
+        twice the columns the tax planner reads). An ``after_plan`` of a subclass gets them all.
+        """
+        from include.dunning import chunks, planner
+
+        unread = set(chunks.VALIDATION_COLUMNS)
+        after_plan = type(self).after_plan
+        planned = planner.PLANNER_COLUMNS.get(self.planner_name)
+        if planned and after_plan in (PlanContactsOperator.after_plan, _RenotifyMixin.after_plan):
+            used = {*planned, *self.sort_columns, "mobile_normalized", getattr(self, "debtor_column", "")}
+            unread.update(name for name in names if name not in used)
+        return unread
 
     def processes(self) -> int:
         """Return how many processes plan chunks, the task's included (``plan_processes``, else the default)."""

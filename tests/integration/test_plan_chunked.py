@@ -112,3 +112,23 @@ def test_worker_processes_do_not_change_the_plan(tmp_path, monkeypatch, campaign
     assert one[1] == two[1] and len(one[1]) > 300
     assert one[2] == two[2] and one[2].count("\n") == len(one[1]) + 1
     assert one[3] == two[3]
+
+
+def test_the_plan_reads_only_the_columns_it_uses():
+    from operators.plan import PlanFilingRemindersOperator, PlanTaxPaymentOperator
+
+    levy = ["liability_id", "taxpayer_id", "taxpayer_name", "tax_type", "period", "principal", "paid",
+            "outstanding", "deadline", "deferred_until", "mobile", "mobile_normalized", "taxpayer_id_ok"]  # fmt: skip
+    unread = PlanTaxPaymentOperator(task_id="plan", valid_path="x").unread_columns(levy)
+    assert unread >= {"liability_id", "principal", "paid", "mobile", "taxpayer_id_ok"}
+    assert not unread & {"taxpayer_id", "taxpayer_name", "tax_type", "period", "outstanding", "deadline",
+                         "deferred_until", "mobile_normalized"}  # fmt: skip
+    # The filing plan's after_plan reads whole rows (非正常户 escalation): it keeps every column.
+    filing = PlanFilingRemindersOperator(task_id="plan", valid_path="x").unread_columns(levy)
+    assert filing & set(levy) == {"taxpayer_id_ok"}
+
+    class OwnFlags(PlanTaxPaymentOperator):
+        def after_plan(self, store, table, *, as_of, run_id):
+            return {"columns": len(table.column_names)}
+
+    assert "principal" not in OwnFlags(task_id="plan", valid_path="x").unread_columns(levy)
