@@ -272,7 +272,7 @@ class PlanContactsOperator(BaseOperator):
                 "planning %d rows in chunks of about %d in %d processes (this one and %d worker%s)",
                 total, self.chunk_rows, processes, processes - 1, "s" if processes > 2 else "",
             )  # fmt: skip
-        planned = chunks.map_ordered(job, with_lookups(tables), processes=processes, share=True)
+        planned = chunks.map_ordered(job, with_lookups(tables), processes=processes)
         for table, (rows, preview) in planned:
             parts: dict[str, int] = {}
             routed = self._route(rows)

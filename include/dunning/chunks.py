@@ -261,9 +261,8 @@ def map_ordered(
     items: Iterable[tuple[Any, Mapping[str, Any]]],
     *,
     processes: int,
-    share: bool = False,
 ) -> Iterator[tuple[Any, Any]]:
-    """Yield ``(item, job(item, **kwargs))`` for each ``(item, kwargs)``, in order, in worker processes.
+    """Yield ``(item, job(item, **kwargs))`` for each ``(item, kwargs)``, in order, in ``processes`` processes.
 
     Chunks are independent once phone-sorted (a number never straddles two), so they can be
     planned side by side. ``job`` must be picklable; it is sent to each worker once. At most
@@ -276,9 +275,10 @@ def map_ordered(
 
     :param job: called as ``job(item, **kwargs)``
     :param items: pairs of an item (e.g. an Arrow table) and the keyword arguments for it
-    :param processes: processes planning (1: this one alone)
-    :param share: this process is one of ``processes``: it runs some items itself while
-        ``processes - 1`` workers run the others (no process more than there are CPUs)
+    :param processes: processes running jobs, this one included: it runs every
+        ``processes``-th item itself while ``processes - 1`` workers run the others (no busy
+        process more than there are CPUs: a worker's result costs this process as much to
+        unpickle and consume as a share of the jobs)
     """
     if processes <= 1:
         for item, kwargs in items:
@@ -289,18 +289,19 @@ def map_ordered(
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("spawn")
-    workers = processes - 1 if share else processes
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_set_job, initargs=(job,)) as pool:
+    with ProcessPoolExecutor(
+        processes - 1, mp_context=context, initializer=_set_job, initargs=(job,)
+    ) as pool:
         # Start the workers now (they import the planner while this process reads the first chunk).
         pool.submit(int)
         # (item, future) for a worker's item, (item, kwargs) for one run here when it is due:
         # by then the items after it are with the workers, which work while this process does.
-        # Sharing, this process takes one item in ``processes`` (every other one beside one
-        # worker); one in three measured no better: it also ships and consumes every result.
+        # This process takes one item in ``processes`` (every other one beside one worker);
+        # one in three measured no better.
         pending: deque[tuple[Any, Any, bool]] = deque()
         try:
             for n, (item, kwargs) in enumerate(items):
-                if share and n % processes == 0:
+                if n % processes == 0:
                     pending.append((item, dict(kwargs), True))
                 else:
                     pending.append((item, pool.submit(_run_job, item, dict(kwargs)), False))

@@ -164,7 +164,7 @@ def _fen(column: pa.Array) -> np.ndarray:
             raise _Unsupported("decimal beyond int64")
         scale = kind.scale
         if scale <= 2:
-            if abs(int(np.abs(low).max(initial=0))) * 10 ** (2 - scale) >= _LIMIT:
+            if int(np.abs(low).max(initial=0)) * 10 ** (2 - scale) >= _LIMIT:
                 raise _Unsupported("decimal beyond int64")
             return low * np.int64(10 ** (2 - scale))
         step = np.int64(10 ** (scale - 2))  # quantize to fen, half up (away from zero)
@@ -263,9 +263,11 @@ def _plan(
         found = ladder.overdue_stage(d)
         if found is None:
             continue
-        if not any(found is s for s in stage_list):
+        at = next((i for i, s in enumerate(stage_list) if s is found), None)
+        if at is None:
+            at = len(stage_list)
             stage_list.append(found)
-        stage_of_day[k] = next(i for i, s in enumerate(stage_list) if s is found)
+        stage_of_day[k] = at
         due_of_day[k] = found.attempt(d) is not None
     stage = stage_of_day[inverse]
     has_stage = stage >= 0
@@ -316,7 +318,7 @@ def _plan(
     as_of_text = planner._day(as_of)
     voice_gateway = campaign.voice_gateway
     campaign_name, planned, sms_parts = campaign.campaign, ledger.PLANNED, templates.sms_parts
-    suppressed = ledger.SUPPRESSED
+    suppressed, field = ledger.SUPPRESSED, planner._csv_field
     gateway = voice_gateway if voice_gateway else campaign.gateway
     for g, (start, end, stage_at, shown_at) in enumerate(
         zip(starts.tolist(), ends, group_stage, first_shown.tolist(), strict=True)
@@ -411,7 +413,6 @@ def _plan(
             row.update(state=suppressed, reason=reason)
         rows.append(row)
         if preview is not None:  # planner.preview_csv's line, from the values at hand
-            field = planner._csv_field
             # An 11-digit number masks to its own first 3 and last 4 digits (as preview_csv).
             eleven = len(phone) == 11 and phone.isascii() and phone.isdigit()
             masked = f"{phone[:3]}****{phone[-4:]}" if eleven else field(mask(phone))

@@ -1099,7 +1099,7 @@ class ChunkPlan:
     def _plan(
         self, table: Any, *, opted_out: Set[str], last_contact: Mapping[str, datetime] | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        columnar = TABLE_PLANNERS.get(self.planner)
+        columnar = _TABLE_PLANNERS.get(self.planner)
         if columnar is None:
             rows = self.rows(self.records(table), opted_out=opted_out, last_contact=last_contact)
             return rows, (preview_csv(rows) if self.preview else None)
@@ -1116,4 +1116,4 @@ _PLANNERS: Mapping[str, Any] = {
     "filing": plan_filing_reminders,
 }
 #: Planners that take the chunk as an Arrow table (same rows as the record planner).
-TABLE_PLANNERS: Mapping[str, Any] = {"tax_payment": plan_tax_payment_table}
+_TABLE_PLANNERS: Mapping[str, Any] = {"tax_payment": plan_tax_payment_table}

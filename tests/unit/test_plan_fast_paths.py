@@ -471,23 +471,22 @@ def _pid(x: int) -> int:
     return os.getpid()
 
 
-@pytest.mark.parametrize("share", [False, True], ids=["workers", "shared"])
-def test_map_ordered_keeps_the_order_in_worker_processes(share):
+def test_map_ordered_keeps_the_order_in_worker_processes():
     items = [(i, {"offset": i % 3}) for i in range(12)]
     serial = list(chunks.map_ordered(_square, items, processes=1))
-    parallel = list(chunks.map_ordered(_square, iter(items), processes=2, share=share))
-    assert parallel == serial == [(i, i * i + i % 3) for i in range(12)]
+    parallel = list(chunks.map_ordered(_square, iter(items), processes=2))
+    three = list(chunks.map_ordered(_square, iter(items), processes=3))
+    assert parallel == three == serial == [(i, i * i + i % 3) for i in range(12)]
 
 
-@pytest.mark.parametrize("share", [False, True], ids=["workers", "shared"])
-@pytest.mark.parametrize("bad", [13, 12], ids=["odd", "even"])
-def test_map_ordered_raises_a_worker_error_here(share, bad):
+@pytest.mark.parametrize("bad", [13, 12], ids=["in a worker", "here"])
+def test_map_ordered_raises_a_worker_error_here(bad):
     with pytest.raises(ValueError, match=f"chunk {bad} is bad"):
-        list(chunks.map_ordered(_square, [(i, {"bad": bad}) for i in range(20)], processes=2, share=share))
+        list(chunks.map_ordered(_square, [(i, {"bad": bad}) for i in range(20)], processes=2))
 
 
 def test_map_ordered_sharing_plans_every_other_item_here():
-    pids = [pid for _, pid in chunks.map_ordered(_pid, [(i, {}) for i in range(8)], processes=2, share=True)]
+    pids = [pid for _, pid in chunks.map_ordered(_pid, [(i, {}) for i in range(8)], processes=2)]
     here = os.getpid()
     assert [p == here for p in pids] == [True, False] * 4
     assert len(set(pids)) == 2  # one worker besides this process
